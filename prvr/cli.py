@@ -1,0 +1,124 @@
+"""`prvr <stage>`: every pipeline stage without Snakemake, on the same config file.
+
+    prvr corpus --config config/config.yaml --out results/demo
+    prvr captions results/demo/annotations/train.jsonl results/demo/captions/train.caption.txt
+    prvr pretrain-clip --config config/config.yaml --out results/demo/clip/tiny_clip.pt
+    prvr video-features --config ... --videos results/demo/videos --annotations a.jsonl ... --shard 0 --out s0.h5
+    prvr merge-features s0.h5 s1.h5 --out video_feats.h5
+    prvr text-features --config ... --captions train.caption.txt ... --out text_feats.h5
+    prvr train --config ... --ablation config/ablations/baseline.yaml --seed 9527 --data results/demo --out run/
+    prvr evaluate --model run/model.pt --data results/demo --split test --out run/metrics.json
+    prvr table --row baseline run/metrics.json ... --out results/ablation.csv
+
+Errors from bad input print one line (`prvr: error: ...`) and exit with status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from prvr.config import load_config
+from prvr.errors import PrvrError
+
+
+def _cmd_corpus(a):
+    from prvr.data.synthetic import generate_corpus
+    generate_corpus(load_config(a.config).corpus, Path(a.out))
+
+
+def _cmd_captions(a):
+    from prvr.stages import write_captions
+    print(write_captions(Path(a.annotations), Path(a.out)), "captions")
+
+
+def _cmd_pretrain_clip(a):
+    from prvr.features.pretrain import pretrain_tiny_clip
+    cfg = load_config(a.config)
+    pretrain_tiny_clip(cfg.clip.pretrain, Path(a.out), model_name=cfg.clip.model)
+
+
+def _cmd_video_features(a):
+    from prvr.stages import extract_video_shard, shard_video_ids
+    cfg = load_config(a.config)
+    vids = shard_video_ids([Path(p) for p in a.annotations], a.shard, cfg.frames.shard_size)
+    extract_video_shard(cfg, Path(a.videos), vids, Path(a.weights) if a.weights else None, Path(a.out))
+
+
+def _cmd_merge_features(a):
+    from prvr.data.feature_store import merge_stores
+    merge_stores([Path(p) for p in a.shards], Path(a.out))
+
+
+def _cmd_text_features(a):
+    from prvr.stages import extract_text
+    cfg = load_config(a.config)
+    extract_text(cfg, [Path(p) for p in a.captions], Path(a.weights) if a.weights else None, Path(a.out))
+
+
+def _cmd_train(a):
+    from prvr.stages import ablation_config, train_run
+    from prvr.training.trainer import TrainData
+    cfg = ablation_config(load_config(a.config), Path(a.ablation))
+    d = Path(a.data)
+    data = TrainData(d / "captions/train.caption.txt", d / "captions/val.caption.txt",
+                     d / "features/video_feats.h5", d / "features/text_feats.h5")
+    inputs = {"ablation": a.ablation, **{k: v for k, v in vars(data).items()}}
+    print(train_run(cfg, a.seed, data, Path(a.out), inputs))
+
+
+def _cmd_evaluate(a):
+    from prvr.stages import evaluate_run
+    d = Path(a.data)
+    record = evaluate_run(Path(a.model), d / f"captions/{a.split}.caption.txt", d / "features/video_feats.h5",
+                          d / "features/text_feats.h5", Path(a.out), split=a.split)
+    print(record["metrics"])
+
+
+def _cmd_table(a):
+    from prvr.reporting.tables import ablation_table, write_table
+    files = {name: paths for name, *paths in a.row}
+    write_table(ablation_table(files), Path(a.out), sources=files)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prvr", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name, fn, *args):
+        p = sub.add_parser(name)
+        for flags, kwargs in args:
+            p.add_argument(*flags, **kwargs)
+        p.set_defaults(fn=fn)
+
+    config = (("--config",), {"default": "config/config.yaml"})
+    out = (("--out",), {"required": True})
+    weights = (("--weights",), {"default": None, "help": "weights file (default: config clip.pretrained)"})
+    add("corpus", _cmd_corpus, config, out)
+    add("captions", _cmd_captions, (("annotations",), {}), (("out",), {}))
+    add("pretrain-clip", _cmd_pretrain_clip, config, out)
+    add("video-features", _cmd_video_features, config, out, weights, (("--videos",), {"required": True}),
+        (("--annotations",), {"nargs": "+", "required": True}), (("--shard",), {"type": int, "default": 0}))
+    add("merge-features", _cmd_merge_features, (("shards",), {"nargs": "+"}), out)
+    add("text-features", _cmd_text_features, config, out, weights, (("--captions",), {"nargs": "+", "required": True}))
+    add("train", _cmd_train, config, out, (("--ablation",), {"default": "config/ablations/baseline.yaml"}),
+        (("--seed",), {"type": int, "default": 9527}), (("--data",), {"default": "results/demo"}))
+    add("evaluate", _cmd_evaluate, out, (("--model",), {"required": True}), (("--data",), {"default": "results/demo"}),
+        (("--split",), {"default": "test"}))
+    add("table", _cmd_table, out, (("--row",), {"nargs": "+", "action": "append", "required": True,
+                                                "metavar": ("NAME", "METRICS_JSON")}))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except PrvrError as err:
+        print(f"prvr: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

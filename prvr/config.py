@@ -1,0 +1,237 @@
+"""Typed configuration for every stage of the pipeline.
+
+Configs are data files (YAML) loaded into nested dataclasses; an unknown key or a value of the
+wrong type is an error that names the file and the key. Snakemake passes its (already
+schema-validated) config dict to `from_dict`; the CLI and tests use `load_config(path)`.
+
+    cfg = load_config("config/config.yaml")
+    cfg = merge(cfg, {"train": {"epochs": 2}})   # overrides, same strictness
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from prvr.errors import PrvrError
+
+
+class ConfigError(PrvrError, ValueError):
+    """A config file or value is wrong; the message names the file and the key."""
+
+
+@dataclass
+class CorpusConfig:
+    """The generated multi-event demo corpus (prvr.data.synthetic)."""
+    seed: int = 0
+    n_train: int = 300
+    n_val: int = 60
+    n_test: int = 100
+    min_events: int = 3
+    max_events: int = 8
+    event_seconds: tuple[float, float] = (2.0, 5.0)
+    fps: int = 8
+    size: int = 64
+
+
+@dataclass
+class FramesConfig:
+    """Decoding (prvr.data.decoding): uniform sampling by fps, or a fixed count when num_frames is set."""
+    fps: float = 2.0
+    num_frames: int | None = None
+    max_frames: int = 256
+    shard_size: int = 64
+
+
+@dataclass
+class ClipPretrainConfig:
+    """In-DAG pretraining of the demo's tiny open_clip model on generated frames and captions."""
+    seed: int = 1234
+    n_pairs: int = 20000
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+
+
+@dataclass
+class ClipConfig:
+    """Which open_clip model encodes frames and captions.
+
+    model: an open_clip architecture name ("ViT-L-14") or "prvr-tiny-clip" (the demo's).
+    pretrained: an open_clip tag ("openai") or a path to a weights file; null means "pretrain it in
+    the DAG" (only for prvr-tiny-clip: the rule writes results/<dataset>/clip/tiny_clip.pt).
+    """
+    model: str = "prvr-tiny-clip"
+    pretrained: str | None = None
+    device: str = "cpu"
+    batch_size: int = 256
+    pretrain: ClipPretrainConfig = field(default_factory=ClipPretrainConfig)
+
+
+@dataclass
+class ModelConfig:
+    """GMMFormer-v2-style PRVR model (prvr.models)."""
+    name: str = "gmmformer_v2"
+    input_dim: int = 64
+    hidden: int = 384
+    heads: int = 4
+    frame_tokens: int = 128
+    clip_tokens: int = 32
+    gauss_widths: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    dropout: float = 0.1
+    max_query_len: int = 77
+
+
+@dataclass
+class LossConfig:
+    """Retrieval loss on both branches (prvr.losses.retrieval)."""
+    nce_weight_clip: float = 0.05
+    nce_weight_frame: float = 0.04
+    margin: float = 0.1
+    hard_negative_topk: int = 20
+    hard_negative_start_epoch: int = 20
+
+
+@dataclass
+class TrainConfig:
+    """Training loop (prvr.training)."""
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 3e-4
+    warmup: float = 0.01
+    weight_decay: float = 0.01
+    early_stop: int = 10
+    grad_clip: float = 1.0
+    device: str = "cpu"
+    num_threads: int = 0
+
+
+@dataclass
+class EvalConfig:
+    """Scoring and metrics (prvr.evaluation)."""
+    w_clip: float = 0.4
+    w_frame: float = 0.6
+    ks: tuple[int, ...] = (1, 5, 10, 100)
+    batch_size: int = 512
+
+
+@dataclass
+class Config:
+    """One run: a dataset, its features, one model configuration, its training and evaluation."""
+    dataset: str = "demo"
+    seeds: tuple[int, ...] = (9527,)
+    ablations: tuple[str, ...] = ("baseline",)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    frames: FramesConfig = field(default_factory=FramesConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _convert(value, hint, where: str):
+    """Check `value` against the type `hint` and convert lists to tuples; `where` names the key."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return _build(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and type(value) is hint:
+        return value
+    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _build(cls, data: dict, where: str):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"{key}: unknown key (known here: {', '.join(sorted(names))})")
+    kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def from_dict(data: dict, source: str = "<config>", cls=Config):
+    """Build a config dataclass from a plain dict; `source` names the file in error messages."""
+    try:
+        return _build(cls, data or {}, "")
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def to_dict(cfg) -> dict:
+    """Plain-data form (tuples as lists) for YAML/JSON provenance files."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def merge(cfg, overrides: dict, source: str = "<overrides>"):
+    """Return a copy of `cfg` with nested `overrides` applied (unknown keys are errors)."""
+    def deep(base: dict, new: dict) -> dict:
+        out = dict(base)
+        for k, v in new.items():
+            out[k] = deep(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+        return out
+    return from_dict(deep(to_dict(cfg), overrides or {}), source, type(cfg))
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping; a missing file or bad YAML is a one-line ConfigError naming the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{line}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at top level")
+    return data
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> Config:
+    """Load config/config.yaml (or any file of the same shape) into a `Config`."""
+    cfg = from_dict(load_yaml(path), str(path))
+    return merge(cfg, overrides, str(path)) if overrides else cfg
+
+
+def config_hash(cfg) -> str:
+    """Short stable hash of a resolved config, for provenance."""
+    text = json.dumps(to_dict(cfg), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

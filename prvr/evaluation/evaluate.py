@@ -1,0 +1,61 @@
+"""Evaluate a PRVR model on one split: every video of the split is a candidate for every query.
+
+    metrics = evaluate_split(model, dataset, EvalConfig())   # {"R@1": .., ..., "SumR": ..}
+
+Scores follow the released code: w_clip * max-over-clip-tokens cosine + w_frame * max-over-frame
+-token cosine; ranks use the optimistic tie rule of `prvr.evaluation.metrics.ranks`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from prvr.config import EvalConfig
+from prvr.data.dataset import PRVRDataset, pad_queries
+from prvr.evaluation.metrics import retrieval_metrics
+from prvr.evaluation.scoring import prvr_scores
+
+
+@torch.no_grad()
+def encode_videos(model, dataset: PRVRDataset, batch_size: int, device: str) -> dict[str, torch.Tensor]:
+    """Encode every video of the split in chunks: clip_tokens (V, Nc, H), frame_tokens (V, Nf, H)."""
+    parts: dict[str, list[torch.Tensor]] = {"clip_tokens": [], "frame_tokens": []}
+    for start in range(0, len(dataset), batch_size):
+        frames = torch.from_numpy(dataset.frames[start:start + batch_size].astype(np.float32)).to(device)
+        out = model.encode_videos(frames)
+        for key in parts:
+            parts[key].append(out[key].float().cpu())
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+@torch.no_grad()
+def encode_queries(model, dataset: PRVRDataset, batch_size: int, device: str) -> torch.Tensor:
+    """Encode every caption of the split in chunks: (Q, H), in `dataset.index.caption_ids` order."""
+    ids = dataset.index.caption_ids
+    chunks = []
+    for start in range(0, len(ids), batch_size):
+        feats, mask = pad_queries([dataset.queries[c] for c in ids[start:start + batch_size]])
+        out = model.encode_queries(feats.to(device), mask.to(device))
+        chunks.append((out["query"] if isinstance(out, dict) else out).float().cpu())
+    return torch.cat(chunks)
+
+
+def split_scores(model, dataset: PRVRDataset, cfg: EvalConfig, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Score matrix (Q, V) over the split and each query's relevant video index (Q,)."""
+    was_training = model.training
+    model.eval()
+    try:
+        videos = encode_videos(model, dataset, cfg.batch_size, device)
+        queries = encode_queries(model, dataset, cfg.batch_size, device)
+    finally:
+        model.train(was_training)
+    scores = prvr_scores(queries, videos["clip_tokens"], videos["frame_tokens"], w_clip=cfg.w_clip, w_frame=cfg.w_frame)
+    video_index = {v: i for i, v in enumerate(dataset.index.videos)}
+    positive = np.array([video_index[c.split("#", 1)[0]] for c in dataset.index.caption_ids], dtype=np.int64)
+    return scores.numpy().astype(np.float64), positive
+
+
+def evaluate_split(model, dataset: PRVRDataset, cfg: EvalConfig, device: str = "cpu") -> dict[str, float]:
+    """R@K for cfg.ks and SumR on one split."""
+    scores, positive = split_scores(model, dataset, cfg, device)
+    return retrieval_metrics(scores, positive, ks=tuple(cfg.ks))

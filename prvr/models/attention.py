@@ -1,0 +1,212 @@
+"""Attention building blocks of the PRVR model: multi-head attention, the Gaussian-window (GMM)
+attention of GMMFormer, a post-norm transformer layer and attention pooling.
+
+All attention goes through `torch.nn.functional.scaled_dot_product_attention` with an additive
+float bias, so the Gaussian prior, key padding and ToMe-style log(size) terms are summed logits.
+
+Gaussian windows (documented convention): token i sits at its centre c_i in [0, 1] (the fraction of
+the video it covers; for N equal tokens c_i = (i + 0.5) / N). A window of width w adds
+
+    log g(i, j) = -(c_j - c_i)^2 / (2 sigma^2),   sigma = w / 9
+
+to the logit of query token i attending to key token j, so widths are RELATIVE to the video
+length (w = 1 puts +-4.5 sigma over the whole video, as in the released GMMFormer code, which
+divides its width by 9 on the same [0, 1] axis). Because widths are relative, the same widths serve
+the 128-token frame branch and the 32-token clip branch. The released code multiplies the logits by
+g instead; adding log g is the standard "prior times softmax" form and keeps far tokens suppressed
+whatever the sign of the logit.
+
+    attn = GaussianMixtureAttention(hidden=64, heads=4, widths=(0.5, 1.0), dropout=0.1)
+    block = TransformerLayer(attn, hidden=64, dropout=0.1)
+    y = block(x)                       # x: (B, N, 64) -> (B, N, 64)
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GAUSS_WIDTH_DIVISOR = 9.0  # sigma = width / 9 on the [0, 1] video axis (released-code convention)
+
+
+def token_centres(sizes: torch.Tensor) -> torch.Tensor:
+    """Centre of each token on the [0, 1] video axis from its size in frames.
+
+    sizes: (B, N) positive frame counts, in temporal order -> (B, N) centres.
+    Equal sizes give (i + 0.5) / N; merged tokens get the centre of the frames they hold.
+    """
+    sizes = sizes.float()
+    ends = sizes.cumsum(dim=-1)  # (B, N)
+    return (ends - sizes / 2) / ends[..., -1:]
+
+
+def uniform_centres(n_tokens: int, device=None) -> torch.Tensor:
+    """(N,) centres (i + 0.5) / N of N equal tokens."""
+    return (torch.arange(n_tokens, device=device, dtype=torch.float32) + 0.5) / n_tokens
+
+
+def gaussian_log_prior(centres: torch.Tensor, widths: Sequence[float]) -> torch.Tensor:
+    """Log Gaussian window weights for every (query token, key token) pair.
+
+    centres: (N,) or (B, N) token centres in [0, 1]; widths: K relative widths.
+    Returns (K, N, N) or (B, K, N, N): entry [k, i, j] = -(c_j - c_i)^2 / (2 (w_k / 9)^2).
+    """
+    sigma = torch.tensor(widths, dtype=centres.dtype, device=centres.device) / GAUSS_WIDTH_DIVISOR
+    diff = centres.unsqueeze(-1) - centres.unsqueeze(-2)  # (..., N, N)
+    return -(diff.unsqueeze(-3) ** 2) / (2 * sigma.view(-1, 1, 1) ** 2)  # (..., K, N, N)
+
+
+def key_bias(key_padding_mask: torch.Tensor | None, sizes: torch.Tensor | None,
+             dtype: torch.dtype) -> torch.Tensor | None:
+    """Per-key additive bias (B, 1, 1, N): -inf on padded keys (mask False = padding) and log(size)
+    of merged tokens (ToMe proportional attention), or None when neither is given."""
+    bias = None
+    if sizes is not None:
+        bias = sizes.to(dtype).clamp_min(1e-6).log()[:, None, None, :]
+    if key_padding_mask is not None:
+        pad = torch.zeros(key_padding_mask.shape, dtype=dtype, device=key_padding_mask.device)
+        pad = pad.masked_fill(~key_padding_mask, float("-inf"))[:, None, None, :]
+        bias = pad if bias is None else bias + pad
+    return bias
+
+
+def _split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """(B, N, n_heads * d) -> (B, n_heads, N, d)."""
+    b, n, _ = x.shape
+    return x.view(b, n, n_heads, -1).transpose(1, 2)
+
+
+class MultiHeadAttention(nn.Module):
+    """Plain multi-head self-attention with an optional key padding mask (True = valid token)."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float):
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"hidden size {hidden} is not a multiple of heads {heads}")
+        self.heads = heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+                sizes: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, h = x.shape  # (B, N, H)
+        q, k, v = (_split_heads(t, self.heads) for t in self.qkv(x).chunk(3, dim=-1))
+        bias = key_bias(key_padding_mask, sizes, q.dtype)  # q.dtype: also right under autocast
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(b, n, h))  # (B, N, H)
+
+
+class GaussianMixtureAttention(nn.Module):
+    """GMMFormer attention: one multi-head attention per Gaussian window width plus one
+    unconstrained window, run in parallel, fused per token with softmax weights.
+
+    Each window has its own query/key/value projections (as in GMMFormer); the fusion weight of
+    window k at token t is softmax_k(score(o_k[t])) with a learned linear scorer shared by the
+    windows, so each token chooses how local its context is. Output: (B, N, H).
+    """
+
+    def __init__(self, hidden: int, heads: int, widths: Sequence[float], dropout: float):
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"hidden size {hidden} is not a multiple of heads {heads}")
+        if any(w <= 0 for w in widths):
+            raise ValueError(f"Gaussian widths must be positive, got {tuple(widths)}")
+        self.widths = tuple(float(w) for w in widths)
+        self.windows = len(self.widths) + 1  # the last window has no Gaussian prior
+        self.heads = heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(hidden, 3 * self.windows * hidden)
+        self.window_score = nn.Linear(hidden, 1)
+        self.out = nn.Linear(hidden, hidden)
+
+    def window_bias(self, n_tokens: int, sizes: torch.Tensor | None, device,
+                    dtype) -> torch.Tensor:
+        """Gaussian log prior per window, repeated over heads: (1 or B, windows * heads, N, N)."""
+        centres = uniform_centres(n_tokens, device) if sizes is None else token_centres(sizes)
+        prior = gaussian_log_prior(centres.to(dtype), self.widths)  # (..., K-1, N, N)
+        free = torch.zeros_like(prior[..., :1, :, :])  # unconstrained window
+        prior = torch.cat([prior, free], dim=-3)  # (..., K, N, N)
+        if prior.dim() == 3:
+            prior = prior.unsqueeze(0)
+        return prior.repeat_interleave(self.heads, dim=1)  # (1|B, K * heads, N, N)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+                sizes: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, h = x.shape  # (B, N, H)
+        k_win = self.windows
+        q, k, v = (_split_heads(t, k_win * self.heads) for t in self.qkv(x).chunk(3, dim=-1))
+        bias = self.window_bias(n, sizes, x.device, q.dtype)  # q.dtype: also right under autocast
+        extra = key_bias(key_padding_mask, sizes, q.dtype)  # (B, 1, 1, N) or None
+        if extra is not None:
+            bias = bias + extra
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        # (B, K * heads, N, d) -> (B, N, K, H): window k's multi-head output at each token
+        y = y.view(b, k_win, self.heads, n, -1).permute(0, 3, 1, 2, 4).reshape(b, n, k_win, h)
+        weights = self.window_score(y).softmax(dim=2)  # (B, N, K, 1)
+        return self.out((weights * y).sum(dim=2))  # (B, N, H)
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP H -> 4H -> H."""
+
+    def __init__(self, hidden: int, dropout: float, expansion: int = 4):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(hidden, expansion * hidden), nn.ReLU(),
+                                 nn.Dropout(dropout), nn.Linear(expansion * hidden, hidden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class TransformerLayer(nn.Module):
+    """Post-norm layer around any attention module: x = LN(x + attn(x)); x = LN(x + FFN(x))."""
+
+    def __init__(self, attention: nn.Module, hidden: int, dropout: float):
+        super().__init__()
+        self.attention = attention
+        self.ffn = FeedForward(hidden, dropout)
+        self.norm1 = nn.LayerNorm(hidden)
+        self.norm2 = nn.LayerNorm(hidden)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+                sizes: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.norm1(x + self.drop(self.attention(x, key_padding_mask=key_padding_mask,
+                                                    sizes=sizes)))
+        return self.norm2(x + self.drop(self.ffn(x)))  # (B, N, H)
+
+
+class AttentionPooling(nn.Module):
+    """Weighted mean of tokens with learned per-token scores; padded tokens get weight 0."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.score = nn.Linear(hidden, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.score(x).squeeze(-1)  # (B, N)
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        weights = logits.softmax(dim=-1)  # (B, N)
+        return torch.einsum("bn,bnh->bh", weights, x)  # (B, H)
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """BERT-style init used by the GMMFormer family: N(0, 0.02) weights, zero biases."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=std)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+__all__ = ["AttentionPooling", "FeedForward", "GaussianMixtureAttention", "MultiHeadAttention",
+           "TransformerLayer", "gaussian_log_prior", "init_weights", "key_bias", "token_centres",
+           "uniform_centres", "GAUSS_WIDTH_DIVISOR"]

@@ -1,0 +1,34 @@
+"""Model factory (open_clip style): `create_model(cfg)` builds the model named by `cfg.name`.
+
+    from prvr.models import create_model
+    model = create_model(cfg.model, seed=9527)   # same seed -> same initial weights
+
+New model variants register a builder: `MODEL_BUILDERS["my_model"] = lambda cfg: MyModel(cfg)`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from prvr.config import ModelConfig
+from prvr.models.gmmformer import GMMFormerV2
+
+MODEL_BUILDERS: dict[str, Callable[[ModelConfig], nn.Module]] = {
+    "gmmformer_v2": GMMFormerV2,
+}
+
+
+def create_model(cfg: ModelConfig, seed: int | None = None) -> nn.Module:
+    """Build the model `cfg.name`; with `seed`, initialise under that seed without touching the
+    global RNG state (so data order etc. do not depend on whether a model was built first)."""
+    builder = MODEL_BUILDERS.get(cfg.name)
+    if builder is None:
+        raise ValueError(f"model.name: unknown model {cfg.name!r} "
+                         f"(known: {', '.join(sorted(MODEL_BUILDERS))})")
+    if seed is None:
+        return builder(cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return builder(cfg)

@@ -1,0 +1,33 @@
+"""Glue for the Snakemake scripts (workflow/scripts/*.py); imports nothing from Snakemake.
+
+    run_step(snakemake, main)   # main(snakemake, cfg) does the work
+
+Sends the step's stdout/stderr (tqdm included) to the rule's log file, builds the typed config from
+the (schema-validated) Snakemake config, and turns a PrvrError into its one-line message (in the log
+and on stderr) with exit status 1 instead of a traceback.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+from prvr.config import from_dict
+from prvr.errors import PrvrError
+
+
+def run_step(smk, main) -> None:
+    """Run main(smk, cfg) with logging to smk.log[0] and one-line errors."""
+    log_path = Path(smk.log[0]) if len(smk.log) else None
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") if log_path else contextlib.nullcontext(sys.stderr) as log:
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                cfg = from_dict(dict(smk.config), "config")
+                main(smk, cfg)
+        except PrvrError as err:
+            message = f"prvr error in rule {smk.rule}: {err}"
+            print(message, file=log)
+            print(message, file=sys.__stderr__)
+            sys.exit(1)

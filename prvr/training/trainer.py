@@ -1,0 +1,153 @@
+"""Train a PRVR model: seeded, checkpointed every epoch, resumable, early-stopped on validation SumR.
+
+    from prvr.training.trainer import train
+    summary = train(cfg, seed=9527, data=TrainData(...), out_dir="results/demo/runs/baseline/seed9527")
+
+Writes into out_dir: model.pt (best weights + resolved config), train_log.jsonl (one line per
+epoch: each named loss term and the val metrics), checkpoints/last.pt and checkpoints/best.pt.
+The same config and seed give the same weights on CPU, also across an interruption and resume.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from prvr.config import Config, config_hash, to_dict
+from prvr.data.dataset import PRVRDataset, collate_videos
+from prvr.evaluation.evaluate import evaluate_split
+from prvr.io import atomic_path, write_text
+from prvr.losses import create_loss
+from prvr.models import create_model
+from prvr.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+
+@dataclass
+class TrainData:
+    """Paths of one dataset's training inputs."""
+    train_captions: Path
+    val_captions: Path
+    video_feats: Path
+    text_feats: Path
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def warmup_linear(total_steps: int, warmup_fraction: float):
+    """LR multiplier: linear warm-up over the first fraction of steps, then linear decay to 0."""
+    warmup = max(1, math.ceil(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+    return factor
+
+
+def _to(batch: dict, device: str) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def train_epoch(model, loss_fn, loader, optimizer, scheduler, epoch: int, cfg: Config, seed: int) -> dict[str, float]:
+    """One pass over the training videos; returns each loss term's mean over the epoch."""
+    model.train()
+    generator = torch.Generator().manual_seed(seed * 1000 + epoch)  # hard-negative draws, resume-safe
+    totals: dict[str, float] = {}
+    steps = 0
+    for batch in tqdm(loader, desc=f"epoch {epoch}", leave=False, mininterval=5):
+        batch = _to(batch, cfg.train.device)
+        out = model(frame_feats=batch["frame_feats"], query_feats=batch["query_feats"], query_mask=batch["query_mask"])
+        terms = loss_fn(**out, **{k: v for k, v in batch.items() if k not in out}, epoch=epoch, generator=generator)
+        loss = sum(terms.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        for name, value in terms.items():
+            totals[name] = totals.get(name, 0.0) + float(value.detach())
+        totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
+        steps += 1
+    return {k: v / max(steps, 1) for k, v in totals.items()}
+
+
+def _build(cfg: Config, n_train_videos: int):
+    model = create_model(cfg.model).to(cfg.train.device)
+    loss_fn = create_loss(cfg.loss)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    steps_per_epoch = math.ceil(n_train_videos / cfg.train.batch_size)
+    schedule = warmup_linear(steps_per_epoch * cfg.train.epochs, cfg.train.warmup)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    return model, loss_fn, optimizer, scheduler
+
+
+def train(cfg: Config, seed: int, data: TrainData, out_dir: str | Path) -> dict:
+    """Train with early stopping on val SumR; resume from out_dir/checkpoints/last.pt if present."""
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    if cfg.train.num_threads > 0:
+        torch.set_num_threads(cfg.train.num_threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_everything(seed)
+    train_set = PRVRDataset(data.train_captions, data.video_feats, data.text_feats, cfg.model.frame_tokens)
+    val_set = PRVRDataset(data.val_captions, data.video_feats, data.text_feats, cfg.model.frame_tokens)
+    model, loss_fn, optimizer, scheduler = _build(cfg, len(train_set))
+    cfg_hash = config_hash(cfg)
+    state = {"epoch": -1, "best_sumr": -1.0, "best_epoch": -1, "history": []}
+    if (ckpt_dir / "last.pt").exists():
+        saved = load_checkpoint(ckpt_dir / "last.pt", cfg_hash, seed)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        set_rng_state(saved["rng"])
+        state = {k: saved[k] for k in state}
+        print(f"resuming after epoch {state['epoch']} from {ckpt_dir / 'last.pt'}")
+    for epoch in range(state["epoch"] + 1, cfg.train.epochs):
+        if epoch - state["best_epoch"] > cfg.train.early_stop and state["best_epoch"] >= 0:
+            break
+        loader = torch.utils.data.DataLoader(
+            train_set, batch_size=cfg.train.batch_size, shuffle=True, collate_fn=collate_videos,
+            generator=torch.Generator().manual_seed(seed + epoch))
+        losses = train_epoch(model, loss_fn, loader, optimizer, scheduler, epoch, cfg, seed)
+        val = evaluate_split(model, val_set, cfg.eval, cfg.train.device)
+        state["epoch"] = epoch
+        state["history"].append({"epoch": epoch, "loss": losses, "val": val})
+        print(json.dumps(state["history"][-1], sort_keys=True))
+        if val["SumR"] > state["best_sumr"]:
+            state["best_sumr"], state["best_epoch"] = val["SumR"], epoch
+            save_checkpoint(ckpt_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch})
+        save_checkpoint(ckpt_dir / "last.pt", {
+            **state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": rng_state(), "config_sha256": cfg_hash, "seed": seed})
+    return _finish(cfg, seed, out_dir, state)
+
+
+def _finish(cfg: Config, seed: int, out_dir: Path, state: dict) -> dict:
+    """Write model.pt (best epoch's weights) and train_log.jsonl; return the summary."""
+    best = torch.load(out_dir / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
+    with atomic_path(out_dir / "model.pt") as tmp:
+        torch.save({"model": best["model"], "config": to_dict(cfg), "seed": seed, "epoch": best["epoch"]}, tmp)
+    write_text(out_dir / "train_log.jsonl", "".join(json.dumps(h, sort_keys=True) + "\n" for h in state["history"]))
+    return {"best_epoch": state["best_epoch"], "best_val_sumr": state["best_sumr"], "epochs_run": state["epoch"] + 1}
+
+
+def load_trained(model_path: str | Path, device: str = "cpu"):
+    """Rebuild a model from model.pt (its own saved config) and load its weights."""
+    from prvr.config import from_dict
+    saved = torch.load(model_path, map_location="cpu", weights_only=False)
+    cfg = from_dict(saved["config"], str(model_path))
+    model = create_model(cfg.model).to(device)
+    model.load_state_dict(saved["model"])
+    model.eval()
+    return model, cfg

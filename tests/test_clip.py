@@ -1,0 +1,147 @@
+"""open_clip loading (tags/files/errors), frame and token features, and tiny-CLIP pretraining."""
+import json
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+from prvr.config import ClipPretrainConfig
+from prvr.features.clip import (ClipError, _quick_gelu_for, encode_frames, encode_text_tokens,
+                                load_clip, text_token_features)
+from prvr.features.pretrain import pretrain_tiny_clip, report_path
+
+CAPTIONS = ["a man flips a pancake", "A large red hoop in the top left at night.", "dog", "a " * 100]
+TINY_PRETRAIN = ClipPretrainConfig(seed=3, n_pairs=48, epochs=2, batch_size=16, lr=1e-3)
+
+
+def fake_pairs(n, seed, image_size):
+    """Stand-in for prvr.data.synthetic.sample_pretraining_pairs: coloured frames, colour captions."""
+    rng = np.random.default_rng(seed)
+    colours = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+    names = rng.choice(list(colours), size=n)
+    frames = rng.integers(0, 40, size=(n, image_size, image_size, 3)).astype(np.uint8)
+    for frame, name in zip(frames, names):
+        frame[8:24, 8:24] = colours[name]
+    return frames, [f"a {name} square" for name in names]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    torch.manual_seed(0)
+    return load_clip("prvr-tiny-clip", None, batch_size=4)
+
+
+def _frames(n, size=32, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=(n, size, size, 3)).astype(np.uint8)
+
+
+def test_tiny_model_is_registered_with_open_clip(encoder):
+    assert "prvr-tiny-clip" in open_clip.list_models()
+    assert encoder.image_size == 32 and encoder.embed_dim == 64
+    assert isinstance(encoder.model, open_clip.CLIP) and not encoder.model.training
+
+
+@pytest.mark.parametrize("name, pretrained, match", [("no-such-clip", None, "unknown open_clip model"),
+                                                     ("prvr-tiny-clip", "missing.pt", "not found"),
+                                                     ("ViT-B-32", "no-such-tag", "known tags: openai")])
+def test_load_errors_are_one_line(name, pretrained, match):
+    with pytest.raises(ClipError, match=match) as info:
+        load_clip(name, pretrained)
+    assert "\n" not in str(info.value)
+
+
+def test_openai_weights_get_quick_gelu():
+    """open_clip's ViT-L-14 config uses GELU; OpenAI's weights need QuickGELU (open_clip only warns)."""
+    assert _quick_gelu_for("ViT-L-14", "openai") and _quick_gelu_for("ViT-B-32", "openai")
+    assert not _quick_gelu_for("ViT-B-32", "laion2b_s34b_b79k")
+    assert not _quick_gelu_for("prvr-tiny-clip", "tiny_clip.pt") and not _quick_gelu_for("ViT-L-14", None)
+
+
+def test_corrupt_weights_file_is_a_clip_error(tmp_path):
+    bad = tmp_path / "bad.pt"
+    torch.save({"visual.proj": torch.zeros(2)}, bad)
+    with pytest.raises(ClipError, match="cannot load prvr-tiny-clip"):
+        load_clip("prvr-tiny-clip", str(bad))
+
+
+def test_encode_frames_shape_batching_and_resize(encoder):
+    frames = _frames(10)
+    feats = encode_frames(encoder, frames)  # batch size 4: three batches
+    assert feats.shape == (10, 64) and feats.dtype == np.float32
+    with torch.no_grad():
+        mean = torch.tensor(encoder.mean).view(1, 3, 1, 1)
+        std = torch.tensor(encoder.std).view(1, 3, 1, 1)
+        x = (torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255 - mean) / std
+        direct = encoder.model.encode_image(x).numpy()
+    np.testing.assert_allclose(feats, direct, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(np.linalg.norm(feats, axis=1), 1.0)  # stored raw, not L2-normalised
+    assert encode_frames(encoder, _frames(3, size=48)).shape == (3, 64)  # resized + cropped
+    assert encode_frames(encoder, _frames(0)).shape == (0, 64)
+    with pytest.raises(ValueError, match="uint8"):
+        encode_frames(encoder, _frames(2).astype(np.float32))
+
+
+def test_token_features_end_with_the_pooled_text_embedding(encoder):
+    tokens = encode_text_tokens(encoder, CAPTIONS)
+    with torch.no_grad():
+        pooled = encoder.model.encode_text(encoder.tokenizer(CAPTIONS)).numpy()  # full 77-token pass
+    assert [t.shape[0] for t in tokens][2:] == [3, 77]  # <start> dog <end>; truncated at 77
+    for feats, expected in zip(tokens, pooled):
+        assert feats.dtype == np.float32 and feats.shape[1] == 64
+        np.testing.assert_allclose(feats[-1], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_token_features_do_not_depend_on_batch_padding(encoder):
+    """Short captions are computed at the batch's length; the causal mask makes that exact."""
+    alone = encode_text_tokens(encoder, CAPTIONS[:1])[0]
+    with_long = encode_text_tokens(encoder, [CAPTIONS[0], CAPTIONS[3]])[0]  # runs at 77 positions
+    np.testing.assert_allclose(alone, with_long, rtol=1e-5, atol=1e-6)
+
+
+def test_token_features_of_custom_text_clip():
+    torch.manual_seed(0)
+    custom = load_clip("prvr-tiny-clip", None, force_custom_text=True)
+    assert isinstance(custom.model, open_clip.CustomTextCLIP)
+    tokens = encode_text_tokens(custom, CAPTIONS[:3])
+    with torch.no_grad():
+        pooled = custom.model.encode_text(custom.tokenizer(CAPTIONS[:3])).numpy()
+    np.testing.assert_allclose(np.stack([t[-1] for t in tokens]), pooled, rtol=1e-5, atol=1e-6)
+
+
+def test_text_token_features_are_differentiable(encoder):
+    x, ends = text_token_features(encoder.model, encoder.tokenizer(CAPTIONS[:3]))
+    assert x.requires_grad  # pretraining backpropagates through it
+    assert ends.tolist()[::2] == [6, 2]  # <start> a man flips a pancake <end>; <start> dog <end>
+    assert x.shape == (3, int(ends.max()) + 1, 64)  # cut at the batch's last end-of-text
+
+
+def test_weights_file_round_trip_through_open_clip(tmp_path, encoder):
+    path = tmp_path / "weights.pt"
+    torch.save(encoder.model.state_dict(), path)
+    loaded = load_clip("prvr-tiny-clip", str(path), batch_size=4)  # open_clip's pretrained=<file>
+    assert loaded.pretrained == str(path)  # same batch size too: batching changes float rounding
+    frames = _frames(5, seed=1)
+    np.testing.assert_array_equal(encode_frames(loaded, frames), encode_frames(encoder, frames))
+    for a, b in zip(encode_text_tokens(loaded, CAPTIONS), encode_text_tokens(encoder, CAPTIONS)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pretraining_is_deterministic_and_loadable(tmp_path):
+    first = pretrain_tiny_clip(TINY_PRETRAIN, tmp_path / "a.pt", n_heldout=32, pairs_fn=fake_pairs)
+    pretrain_tiny_clip(TINY_PRETRAIN, tmp_path / "b.pt", n_heldout=32, pairs_fn=fake_pairs)
+    other = ClipPretrainConfig(**{**TINY_PRETRAIN.__dict__, "seed": 4})
+    pretrain_tiny_clip(other, tmp_path / "c.pt", n_heldout=32, pairs_fn=fake_pairs)
+    a, b, c = (torch.load(tmp_path / f"{n}.pt") for n in "abc")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    assert first["steps"] == 6 and len(first["epoch_losses"]) == 2
+    report = json.loads(report_path(tmp_path / "a.pt").read_text())
+    assert report_path(tmp_path / "a.pt").name == "a.pretrain.json"
+    assert report["heldout"]["n_pairs"] == 32 and 0 <= report["heldout"]["image_to_text_r1"] <= 1
+    assert report["heldout"]["chance_r1"] == pytest.approx(1 / 3, abs=0.2)  # three distinct captions
+    trained = load_clip("prvr-tiny-clip", str(tmp_path / "a.pt"))
+    torch.manual_seed(TINY_PRETRAIN.seed)
+    untrained = load_clip("prvr-tiny-clip", None)
+    frames = _frames(2)
+    assert not np.allclose(encode_frames(trained, frames), encode_frames(untrained, frames))

@@ -1,0 +1,80 @@
+"""Config loading: defaults, strict keys and types, overrides, and the schema agrees with the dataclasses."""
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from prvr.config import Config, ConfigError, config_hash, from_dict, load_config, merge, to_dict
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+
+
+def test_shipped_config_loads_and_matches_schema():
+    cfg = load_config(REPO / "config/config.yaml")
+    assert cfg.dataset == "demo" and cfg.eval.w_clip == 0.4 and cfg.eval.w_frame == 0.6
+    jsonschema.validate(yaml.safe_load((REPO / "config/config.yaml").read_text()), SCHEMA)
+
+
+def test_schema_and_dataclasses_know_the_same_keys():
+    def keys(schema, prefix=""):
+        out = set()
+        for name, sub in schema.get("properties", {}).items():
+            out.add(prefix + name)
+            out |= keys(sub, prefix + name + ".")
+        return out
+
+    def fields(data, prefix=""):
+        out = set()
+        for name, value in data.items():
+            out.add(prefix + name)
+            if isinstance(value, dict):
+                out |= fields(value, prefix + name + ".")
+        return out
+    assert keys(SCHEMA) == fields(to_dict(Config()))
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epocs: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: train.epocs: unknown key"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("data, where", [
+    ({"train": {"epochs": "ten"}}, "train.epochs"),
+    ({"train": {"lr": True}}, "train.lr"),
+    ({"model": {"gauss_widths": [1.0, "x"]}}, r"model.gauss_widths\[1\]"),
+    ({"corpus": {"event_seconds": [1.0]}}, "corpus.event_seconds"),
+    ({"clip": 3}, "clip"),
+])
+def test_wrong_types_are_one_line_errors(data, where):
+    with pytest.raises(ConfigError, match=where) as err:
+        from_dict(data, "cfg.yaml")
+    assert "\n" not in str(err.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)
+
+
+def test_merge_overrides_and_hash_changes():
+    base = Config()
+    new = merge(base, {"train": {"epochs": 2}, "model": {"gauss_widths": [1, 2]}})
+    assert new.train.epochs == 2 and new.model.gauss_widths == (1.0, 2.0) and new.train.lr == base.train.lr
+    assert config_hash(new) != config_hash(base) and config_hash(Config()) == config_hash(base)
+    with pytest.raises(ConfigError, match="loss.temperature: unknown key"):
+        merge(base, {"loss": {"temperature": 0.1}})
+
+
+def test_schema_rejects_bad_values():
+    data = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    data["train"]["device"] = "tpu"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, SCHEMA)

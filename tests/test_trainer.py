@@ -1,0 +1,86 @@
+"""Training loop: determinism, resume after an interruption, early stopping, model.pt round trip."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from prvr.config import Config, merge
+from prvr.training.checkpoint import CheckpointError
+from prvr.training.trainer import TrainData, load_trained, train
+
+TINY = {"model": {"input_dim": 8, "hidden": 16, "heads": 2, "frame_tokens": 6, "clip_tokens": 3, "dropout": 0.1},
+        "train": {"epochs": 4, "batch_size": 4, "early_stop": 10, "num_threads": 1}}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Random features where each video's captions are noisy copies of its mean frame: learnable."""
+    root = tmp_path_factory.mktemp("feats")
+    rng = np.random.default_rng(0)
+    with h5py.File(root / "v.h5", "w") as fv, h5py.File(root / "t.h5", "w") as ft:
+        for split, n in (("train", 12), ("val", 6)):
+            lines = []
+            for i in range(n):
+                vid = f"{split}{i}"
+                frames = rng.normal(size=(int(rng.integers(4, 10)), 8)).astype(np.float32)
+                fv[vid] = frames
+                for k in range(2):
+                    cid = f"{vid}#enc#{k}"
+                    ft[cid] = (frames.mean(0) + 0.1 * rng.normal(size=(int(rng.integers(2, 5)), 8))).astype(np.float32)
+                    lines.append(f"{cid} caption {k} of {vid}\n")
+            (root / f"{split}.txt").write_text("".join(lines))
+    return TrainData(root / "train.txt", root / "val.txt", root / "v.h5", root / "t.h5")
+
+
+def _cfg(**train):
+    return merge(Config(), {**TINY, "train": {**TINY["train"], **train}})
+
+
+def test_same_seed_same_weights_and_log(tmp_path, data):
+    a = train(_cfg(), 3, data, tmp_path / "a")
+    b = train(_cfg(), 3, data, tmp_path / "b")
+    assert a == b
+    assert (tmp_path / "a/train_log.jsonl").read_text() == (tmp_path / "b/train_log.jsonl").read_text()
+    wa = torch.load(tmp_path / "a/model.pt", weights_only=False)["model"]
+    wb = torch.load(tmp_path / "b/model.pt", weights_only=False)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    c = train(_cfg(), 4, data, tmp_path / "c")
+    wc = torch.load(tmp_path / "c/model.pt", weights_only=False)["model"]
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_resume_is_exact_when_interrupted(tmp_path, data, monkeypatch):
+    """Kill training during epoch 2; the rerun continues from last.pt and ends with the same weights."""
+    train(_cfg(), 6, data, tmp_path / "full")
+    import prvr.training.trainer as trainer
+    real_epoch = trainer.train_epoch
+
+    def dying(model, loss_fn, loader, optimizer, scheduler, epoch, cfg, seed):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real_epoch(model, loss_fn, loader, optimizer, scheduler, epoch, cfg, seed)
+    monkeypatch.setattr(trainer, "train_epoch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(), 6, data, tmp_path / "cut")
+    assert not (tmp_path / "cut/model.pt").exists()
+    monkeypatch.setattr(trainer, "train_epoch", real_epoch)
+    train(_cfg(), 6, data, tmp_path / "cut")
+    assert (tmp_path / "cut/train_log.jsonl").read_text() == (tmp_path / "full/train_log.jsonl").read_text()
+    wa = torch.load(tmp_path / "full/checkpoints/last.pt", weights_only=False)["model"]
+    wb = torch.load(tmp_path / "cut/checkpoints/last.pt", weights_only=False)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_checkpoint_of_other_config_is_refused(tmp_path, data):
+    train(_cfg(epochs=1), 1, data, tmp_path / "r")
+    with pytest.raises(CheckpointError, match="another config or seed"):
+        train(_cfg(epochs=1), 2, data, tmp_path / "r")
+
+
+def test_early_stopping_and_model_round_trip(tmp_path, data):
+    summary = train(_cfg(epochs=30, early_stop=1, lr=1e-9), 1, data, tmp_path / "r")
+    assert summary["epochs_run"] < 30
+    assert summary["epochs_run"] == summary["best_epoch"] + 2
+    model, cfg = load_trained(tmp_path / "r/model.pt")
+    assert cfg.model.hidden == 16 and not model.training

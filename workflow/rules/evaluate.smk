@@ -1,0 +1,19 @@
+# Stage 5: test-split metrics (R@1/5/10/100, SumR) of the model selected on the val split.
+
+
+rule evaluate:
+    input:
+        model=f"{DATA}/runs/{{ablation}}/seed{{seed}}/model.pt",
+        captions=f"{DATA}/captions/test.caption.txt",
+        video_feats=f"{DATA}/features/video_feats.h5",
+        text_feats=f"{DATA}/features/text_feats.h5",
+    output:
+        f"{DATA}/runs/{{ablation}}/seed{{seed}}/metrics.json",
+    log:
+        "logs/evaluate/{ablation}/seed{seed}.log",
+    wildcard_constraints:
+        seed=r"\d+",
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/evaluate.py"

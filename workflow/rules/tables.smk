@@ -1,0 +1,17 @@
+# Stage 6: the paper's tables, one row per configuration, mean and std over seeds.
+
+
+rule ablation_table:
+    input:
+        unpack(lambda wildcards: {a: run_metrics(a) for a in config["ablations"]}),
+    output:
+        table="results/ablation.csv",
+        sources="results/ablation.sources.json",
+    params:
+        ablations=config["ablations"],
+    log:
+        "logs/ablation_table.log",
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/ablation_table.py"

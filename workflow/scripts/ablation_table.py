@@ -1,0 +1,16 @@
+"""Snakemake step: results/ablation.csv from every configuration's per-seed metrics files."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # prvr importable without installing it (conda envs)
+from prvr.pipeline import run_step  # noqa: E402
+
+from prvr.reporting.tables import ablation_table, write_table  # noqa: E402
+
+
+def main(smk, cfg):
+    files = {name: list(smk.input[name]) for name in smk.params.ablations}
+    write_table(ablation_table(files), smk.output.table, sources=files)
+
+
+run_step(snakemake, main)

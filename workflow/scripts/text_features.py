@@ -1,0 +1,16 @@
+"""Snakemake step: CLIP token features of every caption."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # prvr importable without installing it (conda envs)
+from prvr.pipeline import run_step  # noqa: E402
+
+from prvr.stages import extract_text  # noqa: E402
+
+
+def main(smk, cfg):
+    weights = Path(smk.input.weights) if smk.input.get("weights") else None
+    extract_text(cfg, [Path(p) for p in smk.input.captions], weights, Path(smk.output[0]))
+
+
+run_step(snakemake, main)

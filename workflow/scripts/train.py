@@ -1,0 +1,20 @@
+"""Snakemake step: train one (configuration, seed)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # prvr importable without installing it (conda envs)
+from prvr.pipeline import run_step  # noqa: E402
+
+from prvr.stages import ablation_config, train_run  # noqa: E402
+from prvr.training.trainer import TrainData  # noqa: E402
+
+
+def main(smk, cfg):
+    cfg = ablation_config(cfg, Path(smk.input.ablation))
+    inp = smk.input
+    data = TrainData(Path(inp.train_captions), Path(inp.val_captions), Path(inp.video_feats), Path(inp.text_feats))
+    inputs = {k: inp[k] for k in ("ablation", "train_captions", "val_captions", "video_feats", "text_feats")}
+    train_run(cfg, int(smk.wildcards.seed), data, Path(smk.output.model).parent, inputs)
+
+
+run_step(snakemake, main)
