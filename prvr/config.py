@@ -31,8 +31,8 @@ class CorpusConfig:
     """The generated multi-event demo corpus (prvr.data.synthetic)."""
     seed: int = 0
     n_train: int = 300
-    n_val: int = 60
-    n_test: int = 100
+    n_val: int = 100
+    n_test: int = 200
     min_events: int = 3
     max_events: int = 8
     event_seconds: tuple[float, float] = (2.0, 5.0)
@@ -46,7 +46,7 @@ class FramesConfig:
     fps: float = 2.0
     num_frames: int | None = None
     max_frames: int = 256
-    shard_size: int = 64
+    shard_size: int = 150
 
 
 @dataclass
@@ -76,6 +76,18 @@ class ClipConfig:
 
 
 @dataclass
+class MergingConfig:
+    """Order-preserving token merging that builds the clip branch (prvr.models.token_merging).
+
+    Off: the clip branch mean-pools frame tokens into model.clip_tokens fixed segments (baseline).
+    On: adjacent tokens merge, most similar first, through `stages` token counts (the last one is the
+    clip-branch length; the paper's 128 frame tokens go 128 -> 80 -> 52 -> 32).
+    """
+    enabled: bool = False
+    stages: tuple[int, ...] = (80, 52, 32)
+
+
+@dataclass
 class ModelConfig:
     """GMMFormer-v2-style PRVR model (prvr.models)."""
     name: str = "gmmformer_v2"
@@ -87,16 +99,66 @@ class ModelConfig:
     gauss_widths: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
     dropout: float = 0.1
     max_query_len: int = 77
+    merging: MergingConfig = field(default_factory=MergingConfig)
+
+
+@dataclass
+class TcplConfig:
+    """Text Correlation Preservation Learning (prvr.losses.tcpl).
+
+    form "rkd" (authors' code): smooth-L1 between student and teacher pairwise-distance matrices
+    (each over its mean distance, weight distance_weight) and triplet-angle cosines (angle_weight).
+    form "kl" (seed summary): KL(S_teacher || S_student) of row-softmaxed similarities at temperature.
+    """
+    enabled: bool = False
+    form: str = "rkd"
+    distance_weight: float = 15.0
+    angle_weight: float = 30.0
+    kl_weight: float = 1.0
+    temperature: float = 0.1
+    angle_chunk: int = 64
+
+
+@dataclass
+class AdaptiveConfig:
+    """Adaptive CBVA (prvr.losses.cbva).
+
+    form "segments" (authors' code): per video, the number of CBVA segments is picked from
+    segment_choices by how connected the thresholded similarity graph of its merged tokens is.
+    form "weights" (seed summary): per-pair weights of the CBVA contrast from inter-segment similarity.
+    """
+    enabled: bool = False
+    form: str = "segments"
+    segment_choices: tuple[int, ...] = (32, 20, 12, 8, 5)
+    threshold: float = 0.8
+
+
+@dataclass
+class CbvaConfig:
+    """Cross-Branch Video Alignment (prvr.losses.cbva).
+
+    form "within_video" (authors' code): frame tokens vs their video's segment tokens and back,
+    positives = the segment holding the frame, the other side detached, no temperature.
+    form "infonce" (seed summary): InfoNCE at temperature between segment i of the fine branch and
+    segment j of the coarse branch.
+    """
+    enabled: bool = False
+    form: str = "within_video"
+    weight: float = 0.1
+    temperature: float = 0.07
+    adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
 
 
 @dataclass
 class LossConfig:
-    """Retrieval loss on both branches (prvr.losses.retrieval)."""
+    """Retrieval loss on both branches (prvr.losses.retrieval), plus the paper's TCPL and CBVA."""
     nce_weight_clip: float = 0.05
     nce_weight_frame: float = 0.04
     margin: float = 0.1
     hard_negative_topk: int = 20
     hard_negative_start_epoch: int = 20
+    tcpl: TcplConfig = field(default_factory=TcplConfig)
+    cbva: CbvaConfig = field(default_factory=CbvaConfig)
 
 
 @dataclass

@@ -9,6 +9,7 @@ and on stderr) with exit status 1 instead of a traceback.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ def run_step(smk, main) -> None:
     log_path = Path(smk.log[0]) if len(smk.log) else None
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("TQDM_MININTERVAL", "10")  # progress lines in a log file, not a flood
     with open(log_path, "w") if log_path else contextlib.nullcontext(sys.stderr) as log:
         try:
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
