@@ -88,9 +88,9 @@ def evaluate_run(model_path: Path, captions: Path, video_feats: Path, text_feats
     from prvr.evaluation.evaluate import evaluate_split
     from prvr.provenance import provenance
     from prvr.training.trainer import load_trained
-    model, cfg = load_trained(model_path, cfg_device := "cpu")
+    model, cfg = load_trained(model_path)
     dataset = PRVRDataset(captions, video_feats, text_feats, cfg.model.frame_tokens)
-    metrics = evaluate_split(model, dataset, cfg.eval, cfg_device)
+    metrics = evaluate_split(model, dataset, cfg.eval, cfg.train.device)
     seed = _saved_seed(model_path)
     record = {"split": split, "n_queries": len(dataset.index.caption_ids), "n_videos": len(dataset),
               "metrics": metrics, "tie_rule": "optimistic: rank = 1 + #candidates scored strictly higher",

@@ -96,3 +96,17 @@ def test_lint_is_clean():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "good condition" in proc.stdout + proc.stderr
+
+
+def test_corrupt_video_fails_its_rule_with_one_line(run, tmp_path):
+    """A corrupt video in the corpus: the feature rule fails and says which file, in one line."""
+    import shutil
+    work = tmp_path / "copy"
+    shutil.copytree(run, work, ignore=shutil.ignore_patterns(".snakemake"))
+    victim = work / "results/demo/videos/demo_test_0003.mp4"
+    victim.write_bytes((REPO / "tests/data/videos/decord_corrupted.mp4").read_bytes())
+    proc = snakemake(work, "--forcerun", "video_features_shard", "results/demo/features/video_feats.h5", check=False)
+    assert proc.returncode != 0
+    lines = [l for l in (proc.stdout + proc.stderr).splitlines() if l.startswith("prvr error in rule")]
+    assert lines and "video_features_shard" in lines[0] and "demo_test_0003.mp4" in lines[0]
+    assert "Traceback" not in proc.stdout + proc.stderr

@@ -142,12 +142,15 @@ def _finish(cfg: Config, seed: int, out_dir: Path, state: dict) -> dict:
     return {"best_epoch": state["best_epoch"], "best_val_sumr": state["best_sumr"], "epochs_run": state["epoch"] + 1}
 
 
-def load_trained(model_path: str | Path, device: str = "cpu"):
-    """Rebuild a model from model.pt (its own saved config) and load its weights."""
+def load_trained(model_path: str | Path, device: str | None = None):
+    """Rebuild a model from model.pt (its own saved config) and load its weights.
+
+    device: where to put it; default the device the model was trained with (config train.device).
+    """
     from prvr.config import from_dict
     saved = torch.load(model_path, map_location="cpu", weights_only=False)
     cfg = from_dict(saved["config"], str(model_path))
-    model = create_model(cfg.model).to(device)
+    model = create_model(cfg.model).to(device or cfg.train.device)
     model.load_state_dict(saved["model"])
     model.eval()
     return model, cfg

@@ -1,0 +1,41 @@
+"""`prvr <stage>`: bad input gives one line on stderr and exit status 1, never a traceback."""
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def prvr(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "prvr.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+def test_help_lists_every_stage():
+    out = prvr("--help").stdout
+    for stage in ("corpus", "captions", "pretrain-clip", "video-features", "merge-features", "text-features",
+                  "train", "evaluate", "table"):
+        assert stage in out
+
+
+def test_malformed_annotation_line_is_one_line_error(tmp_path):
+    bad = tmp_path / "train.jsonl"
+    bad.write_text('{"vid_name": "v1", "duration": 10, "ts": [1, 2], "desc": "a", "desc_id": 1}\n{"vid_name": \n')
+    proc = prvr("captions", bad, tmp_path / "out.txt")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("prvr: error: ") and f"{bad}:2" in lines[0]
+    assert not (tmp_path / "out.txt").exists()
+
+
+def test_bad_config_is_one_line_error(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  lr: fast\n")
+    proc = prvr("corpus", "--config", cfg, "--out", tmp_path / "d")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"prvr: error: {cfg}: train.lr: expected float, got 'fast'"
+
+
+def test_missing_metrics_file_in_table(tmp_path):
+    proc = prvr("table", "--row", "baseline", tmp_path / "nope.json", "--out", tmp_path / "t.csv")
+    assert proc.returncode == 1 and "metrics file not found" in proc.stderr and "Traceback" not in proc.stderr
