@@ -90,7 +90,7 @@ class MergingConfig:
 @dataclass
 class ModelConfig:
     """GMMFormer-v2-style PRVR model (prvr.models)."""
-    name: str = "gmmformer_v2"
+    name: str = field(default="gmmformer_v2", metadata={"choices": ("gmmformer_v2",)})
     input_dim: int = 64
     hidden: int = 384
     heads: int = 4
@@ -111,7 +111,7 @@ class TcplConfig:
     form "kl" (seed summary): KL(S_teacher || S_student) of row-softmaxed similarities at temperature.
     """
     enabled: bool = False
-    form: str = "rkd"
+    form: str = field(default="rkd", metadata={"choices": ("rkd", "kl")})
     distance_weight: float = 15.0
     angle_weight: float = 30.0
     kl_weight: float = 1.0
@@ -128,7 +128,7 @@ class AdaptiveConfig:
     form "weights" (seed summary): per-pair weights of the CBVA contrast from inter-segment similarity.
     """
     enabled: bool = False
-    form: str = "segments"
+    form: str = field(default="segments", metadata={"choices": ("segments", "weights")})
     segment_choices: tuple[int, ...] = (32, 20, 12, 8, 5)
     threshold: float = 0.8
 
@@ -143,7 +143,7 @@ class CbvaConfig:
     segment j of the coarse branch.
     """
     enabled: bool = False
-    form: str = "within_video"
+    form: str = field(default="within_video", metadata={"choices": ("within_video", "infonce")})
     weight: float = 0.1
     temperature: float = 0.07
     adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
@@ -243,6 +243,11 @@ def _build(cls, data: dict, where: str):
         key = f"{where}.{unknown[0]}" if where else unknown[0]
         raise ConfigError(f"{key}: unknown key (known here: {', '.join(sorted(names))})")
     kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    for f in dataclasses.fields(cls):
+        choices = f.metadata.get("choices")
+        if choices and f.name in kwargs and kwargs[f.name] not in choices:
+            key = f"{where}.{f.name}" if where else f.name
+            raise ConfigError(f"{key}: {kwargs[f.name]!r} is not one of {', '.join(choices)}")
     return cls(**kwargs)
 
 

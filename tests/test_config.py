@@ -78,3 +78,23 @@ def test_schema_rejects_bad_values():
     data["train"]["device"] = "tpu"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(data, SCHEMA)
+
+
+@pytest.mark.parametrize("ablation", sorted(p.stem for p in (REPO / "config/ablations").glob("*.yaml")))
+def test_every_shipped_ablation_file_applies(ablation):
+    from prvr.stages import ablation_config
+    cfg = ablation_config(load_config(REPO / "config/config.yaml"), REPO / f"config/ablations/{ablation}.yaml")
+    assert isinstance(cfg, Config)
+
+
+def test_bad_ablation_file_names_file_and_key(tmp_path):
+    from prvr.stages import ablation_config
+    bad = tmp_path / "x.yaml"
+    bad.write_text("loss:\n  tcpl: {enabled: true, weight: 3}\n")
+    with pytest.raises(ConfigError, match=r"x.yaml: loss.tcpl.weight: unknown key"):
+        ablation_config(Config(), bad)
+
+
+def test_unknown_form_is_rejected():
+    with pytest.raises(ConfigError, match=r"loss.cbva.form: 'nce' is not one of within_video, infonce"):
+        from_dict({"loss": {"cbva": {"form": "nce"}}}, "a.yaml")

@@ -4,8 +4,8 @@
     write_table(table, "results/ablation.csv")
 
 Columns: configuration, seeds, R@1, R@5, R@10, R@100, SumR (means over seeds, 2 decimals), then
-R@1_std ... SumR_std (sample std over seeds; empty with one seed), so each number traces to the
-metrics files named in the sidecar `<table>.sources.json`.
+R@1_std ... SumR_std (sample std over seeds; empty with one seed), then the configuration's
+description. Each number traces to the metrics files named in the sidecar `<table>.sources.json`.
 """
 from __future__ import annotations
 
@@ -42,19 +42,20 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def ablation_table(files: dict[str, list[str | Path]]) -> list[dict]:
+def ablation_table(files: dict[str, list[str | Path]], descriptions: dict[str, str] | None = None) -> list[dict]:
     """One row per configuration (in the given order) from its seeds' metrics files."""
     table = []
     for configuration, paths in files.items():
         rows = [read_metrics(p) for p in paths]
         seeds = " ".join(str(r["seed"]) for r in rows)
-        table.append({"configuration": configuration, "seeds": seeds, **summarise(rows)})
+        description = (descriptions or {}).get(configuration, "")
+        table.append({"configuration": configuration, "seeds": seeds, **summarise(rows), "description": description})
     return table
 
 
 def write_table(table: list[dict], path: str | Path, sources: dict | None = None) -> None:
     """CSV atomically (+ a sources sidecar naming every metrics file behind each row)."""
-    columns = ["configuration", "seeds", *METRICS, *(f"{m}_std" for m in METRICS)]
+    columns = ["configuration", "seeds", *METRICS, *(f"{m}_std" for m in METRICS), "description"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

@@ -4,6 +4,7 @@
 rule ablation_table:
     input:
         unpack(lambda wildcards: {a: run_metrics(a) for a in config["ablations"]}),
+        ablation_files=[str(ABLATION_DIR / f"{a}.yaml") for a in config["ablations"]],
     output:
         table="results/ablation.csv",
         sources="results/ablation.sources.json",

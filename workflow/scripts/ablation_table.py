@@ -5,12 +5,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # prvr importable without installing it (conda envs)
 from prvr.pipeline import run_step  # noqa: E402
 
+from prvr.config import load_yaml  # noqa: E402
 from prvr.reporting.tables import ablation_table, write_table  # noqa: E402
 
 
 def main(smk, cfg):
     files = {name: list(smk.input[name]) for name in smk.params.ablations}
-    write_table(ablation_table(files), smk.output.table, sources=files)
+    descriptions = {name: str(load_yaml(path).get("description", "")) for name, path in
+                    zip(smk.params.ablations, smk.input.ablation_files)}
+    write_table(ablation_table(files, descriptions), smk.output.table, sources=files)
 
 
 run_step(snakemake, main)
