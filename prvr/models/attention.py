@@ -16,6 +16,11 @@ the 128-token frame branch and the 32-token clip branch. The released code multi
 g instead; adding log g is the standard "prior times softmax" form and keeps far tokens suppressed
 whatever the sign of the logit.
 
+Merged tokens (token merging): the released code adds log(size) to the logits, as `key_bias` does
+here, but keeps its Gaussian windows at uniform centres i / N whatever the tokens' sizes; here a
+merged token's window sits at the centre of the frames it holds (`token_centres`), so the windows
+follow the video's real time axis (a documented deviation).
+
     attn = GaussianMixtureAttention(hidden=64, heads=4, widths=(0.5, 1.0), dropout=0.1)
     block = TransformerLayer(attn, hidden=64, dropout=0.1)
     y = block(x)                       # x: (B, N, 64) -> (B, N, 64)

@@ -3,6 +3,9 @@
     from prvr.models import create_model
     model = create_model(cfg.model, seed=9527)   # same seed -> same initial weights
 
+`cfg.merging.enabled` makes the clip branch use order-preserving token merging
+(prvr.models.token_merging) instead of uniform pooling; the weights are the same either way.
+
 New model variants register a builder: `MODEL_BUILDERS["my_model"] = lambda cfg: MyModel(cfg)`.
 """
 from __future__ import annotations

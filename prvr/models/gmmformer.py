@@ -3,15 +3,33 @@
 Video input: features already resampled to `cfg.frame_tokens` frame tokens by the data loader.
 - Frame branch: the frame tokens, projected to `hidden`, positional embedding, one GMM block.
 - Clip branch: `cfg.clip_tokens` clip tokens formed from the frame features by a *clip pooler*
-  (baseline: `uniform_clip_pool`, fixed-length mean-pooled segments as in MS-SL / GMMFormer), then
-  projected, positional embedding, one GMM block that also receives the token sizes (centres of the
-  Gaussian windows and ToMe's log(size) attention term). Token merging swaps the pooler.
+  (baseline: `uniform_clip_pool`, fixed-length mean-pooled segments as in MS-SL / GMMFormer; with
+  `cfg.merging.enabled`: `MergingClipPooler`, order-preserving token merging through
+  `cfg.merging.stages`, prvr.models.token_merging), then projected, positional embedding, one GMM
+  block that also receives the token sizes (centres of the Gaussian windows and ToMe's log(size)
+  term on the attention logits, so a token holding s frames counts as s keys).
 - Query: tokens projected, positional embedding, one self-attention layer with key padding mask,
   attention pooling -> one vector.
 
     model = create_model(ModelConfig(input_dim=64, hidden=128, frame_tokens=32, clip_tokens=8))
     out = model(frame_feats, query_feats, query_mask)   # (B, Nf, D), (Q, L, D), (Q, L) bool
     out["query"], out["frame_tokens"], out["clip_tokens"]  # (Q, H), (B, Nf, H), (B, Nc, H)
+
+Output keys (`encode_videos` + `encode_queries`; the losses take what they need by keyword):
+    query            (Q, H)       pooled query vector
+    frame_tokens     (B, Nf, H)   encoded frame tokens (fine branch)
+    clip_tokens      (B, Nc, H)   encoded clip tokens (coarse branch)
+    clip_sizes       (B, Nc)      frames each clip token holds (float)
+    frame_to_clip    (B, Nf) long clip token holding each frame (non-decreasing: order kept)
+    merged_inputs    (B, Nc, D)   the clip branch's input features (merged or pooled frame features,
+                                  not normalised): the features that decide further merges and
+                                  build adaptive CBVA's similarity graph (authors: clip_video_feat)
+    segment_tokens   (B, S, H)    CBVA's coarse segments; here = clip_tokens (S = Nc)
+    frame_to_segment (B, Nf) long segment holding each frame; here = frame_to_clip
+    segment_mask     (B, S) bool  real segments; here all True
+Adaptive CBVA ("segments") merges clip_tokens further per video with
+`token_merging.merge_to_counts(clip_tokens, clip_sizes, frame_to_clip, counts, stages,
+metric=merged_inputs)`, which returns segments in the same padded form.
 """
 from __future__ import annotations
 
@@ -24,6 +42,7 @@ from prvr.errors import PrvrError
 from prvr.config import ModelConfig
 from prvr.models.attention import (AttentionPooling, GaussianMixtureAttention, MultiHeadAttention,
                                    TransformerLayer, init_weights)
+from prvr.models.token_merging import MergingError, check_stages, merge_stages
 
 
 class ModelInputError(PrvrError, ValueError):
@@ -68,6 +87,29 @@ def uniform_clip_pool(frame_feats: torch.Tensor, n_clips: int) -> PooledTokens:
     pooled = torch.einsum("cf,bfd->bcd", weights, frame_feats)  # (B, Nc, D)
     labels = member.to(torch.uint8).argmax(dim=0)  # (Nf,) first segment holding each frame
     return PooledTokens(pooled, sizes.repeat(b, 1), labels.repeat(b, 1))
+
+
+class MergingClipPooler:
+    """Clip pooler of order-preserving token merging: (B, Nf, D) frame features -> the merged
+    tokens after `stages` (the last stage must be the clip-branch length n_clips)."""
+
+    def __init__(self, stages):
+        self.stages = check_stages(stages, "model.merging.stages")
+
+    def __call__(self, frame_feats: torch.Tensor, n_clips: int) -> PooledTokens:
+        if self.stages[-1] != n_clips:
+            raise MergingError(f"model.merging.stages end at {self.stages[-1]} tokens, but the "
+                               f"clip branch has {n_clips} (model.clip_tokens)")
+        merged = merge_stages(frame_feats, self.stages)
+        return PooledTokens(merged.features, merged.sizes, merged.frame_to_token)
+
+    def __repr__(self) -> str:
+        return f"MergingClipPooler(stages={self.stages})"
+
+
+def make_clip_pooler(cfg: ModelConfig) -> ClipPooler:
+    """The clip pooler `cfg` asks for: token merging when cfg.merging.enabled, else uniform."""
+    return MergingClipPooler(cfg.merging.stages) if cfg.merging.enabled else uniform_clip_pool
 
 
 class InputProjection(nn.Module):
@@ -129,26 +171,32 @@ class QueryEncoder(nn.Module):
 
 
 class GMMFormerV2(nn.Module):
-    """The baseline PRVR model; see the module docstring. `clip_pooler` forms the clip tokens."""
+    """The PRVR model; see the module docstring. `clip_pooler` forms the clip tokens (default:
+    the one cfg asks for, `make_clip_pooler(cfg)`)."""
 
-    def __init__(self, cfg: ModelConfig, clip_pooler: ClipPooler = uniform_clip_pool):
+    def __init__(self, cfg: ModelConfig, clip_pooler: ClipPooler | None = None):
         super().__init__()
         check_config(cfg)
         self.cfg = cfg
-        self.clip_pooler = clip_pooler
+        self.clip_pooler = make_clip_pooler(cfg) if clip_pooler is None else clip_pooler
         self.query_encoder = QueryEncoder(cfg)
         self.frame_branch = VideoBranch(cfg, cfg.frame_tokens)
         self.clip_branch = VideoBranch(cfg, cfg.clip_tokens)
         self.apply(init_weights)
 
     def encode_videos(self, frame_feats: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, Nf, D) -> {"frame_tokens": (B, Nf, H), "clip_tokens": (B, Nc, H),
-        "clip_sizes": (B, Nc) frames per clip token, "frame_to_clip": (B, Nf) long}."""
+        """(B, Nf, D) -> the video keys of the module docstring: frame_tokens, clip_tokens,
+        clip_sizes, frame_to_clip, merged_inputs, segment_tokens, frame_to_segment, segment_mask."""
         self._check_videos(frame_feats)
         pooled = self.clip_pooler(frame_feats, self.cfg.clip_tokens)
-        return {"frame_tokens": self.frame_branch(frame_feats),
-                "clip_tokens": self.clip_branch(pooled.features, sizes=pooled.sizes),
-                "clip_sizes": pooled.sizes, "frame_to_clip": pooled.frame_to_token}
+        frame_tokens = self.frame_branch(frame_feats)  # (B, Nf, H); first: same dropout draws
+        clip_tokens = self.clip_branch(pooled.features, sizes=pooled.sizes)  # (B, Nc, H)
+        return {"frame_tokens": frame_tokens, "clip_tokens": clip_tokens,
+                "clip_sizes": pooled.sizes, "frame_to_clip": pooled.frame_to_token,
+                "merged_inputs": pooled.features, "segment_tokens": clip_tokens,
+                "frame_to_segment": pooled.frame_to_token,
+                "segment_mask": torch.ones(clip_tokens.shape[:2], dtype=torch.bool,
+                                           device=clip_tokens.device)}
 
     def encode_queries(self, query_feats: torch.Tensor,
                        query_mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -200,3 +248,16 @@ def check_config(cfg: ModelConfig) -> None:
         raise ValueError(f"model.gauss_widths must be positive numbers, got {cfg.gauss_widths}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ValueError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
+    if cfg.merging.enabled:
+        check_merging_stages(cfg)
+
+
+def check_merging_stages(cfg: ModelConfig) -> None:
+    """Merging stages: strictly decreasing, from at most frame_tokens down to clip_tokens."""
+    stages = check_stages(cfg.merging.stages, "model.merging.stages")
+    if stages[-1] != cfg.clip_tokens:
+        raise MergingError(f"model.merging.stages must end at model.clip_tokens="
+                           f"{cfg.clip_tokens}, got {stages}")
+    if stages[0] > cfg.frame_tokens:
+        raise MergingError(f"model.merging.stages must start at most at model.frame_tokens="
+                           f"{cfg.frame_tokens}, got {stages}")
