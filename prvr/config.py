@@ -116,7 +116,7 @@ class TcplConfig:
     angle_weight: float = 30.0
     kl_weight: float = 1.0
     temperature: float = 0.1
-    angle_chunk: int = 64
+    angle_chunk: int = 1
 
 
 @dataclass
@@ -126,11 +126,14 @@ class AdaptiveConfig:
     form "segments" (authors' code): per video, the number of CBVA segments is picked from
     segment_choices by how connected the thresholded similarity graph of its merged tokens is.
     form "weights" (seed summary): per-pair weights of the CBVA contrast from inter-segment similarity.
+    pairing: how the segments form when merging on to a video's count: "bipartite" (authors' CBVA
+    code: any even/odd token pair) or "adjacent" (order-preserving, like the clip-branch merging).
     """
     enabled: bool = False
     form: str = field(default="segments", metadata={"choices": ("segments", "weights")})
     segment_choices: tuple[int, ...] = (32, 20, 12, 8, 5)
     threshold: float = 0.8
+    pairing: str = field(default="bipartite", metadata={"choices": ("bipartite", "adjacent")})
 
 
 @dataclass
@@ -140,12 +143,13 @@ class CbvaConfig:
     form "within_video" (authors' code): frame tokens vs their video's segment tokens and back,
     positives = the segment holding the frame, the other side detached, no temperature.
     form "infonce" (seed summary): InfoNCE at temperature between segment i of the fine branch and
-    segment j of the coarse branch.
+    segment j of the coarse branch; cross_video_negatives adds other videos' segments as negatives.
     """
     enabled: bool = False
     form: str = field(default="within_video", metadata={"choices": ("within_video", "infonce")})
     weight: float = 0.1
     temperature: float = 0.07
+    cross_video_negatives: bool = False
     adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
 
 

@@ -1,5 +1,8 @@
 """Loss factory: `create_loss(cfg)` returns one callable that sums nothing and returns named terms.
 
+The parts: the retrieval loss (always), TCPL when `cfg.tcpl.enabled` (terms "tcpl_dist" and
+"tcpl_angle", or "tcpl_kl"), CBVA when `cfg.cbva.enabled` (term "cbva", adaptive inside it).
+
 A `CompositeLoss` calls each of its named parts with the same keyword arguments (the model's output
 dict plus `query_to_video`, `epoch`, `generator`, ...) and merges the term dicts; each part takes
 what it needs by keyword and ignores the rest (`**unused`). Later parts (TCPL, CBVA) are appended:
@@ -14,8 +17,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prvr.config import LossConfig
+from prvr.config import ConfigError, LossConfig
+from prvr.losses.cbva import CbvaLoss, check_cbva_config
 from prvr.losses.retrieval import RetrievalLoss
+from prvr.losses.tcpl import TcplLoss, check_tcpl_config
 
 
 class CompositeLoss(nn.Module):
@@ -40,5 +45,19 @@ class CompositeLoss(nn.Module):
 
 
 def create_loss(cfg: LossConfig) -> CompositeLoss:
-    """The baseline objective: the retrieval loss on both branches."""
-    return CompositeLoss([RetrievalLoss(cfg)])
+    """The retrieval loss on both branches, plus TCPL and CBVA when enabled.
+
+    Every TCPL/CBVA setting is checked even when the part is off, so a typo in an ablation file
+    fails at once rather than in the run that turns the part on.
+    """
+    check_tcpl_config(cfg.tcpl)
+    check_cbva_config(cfg.cbva)
+    if cfg.cbva.adaptive.enabled and not cfg.cbva.enabled:
+        raise ConfigError("loss.cbva.adaptive.enabled: adaptive CBVA needs loss.cbva.enabled")
+    loss = CompositeLoss([RetrievalLoss(cfg)])
+    if cfg.tcpl.enabled:
+        loss.add(TcplLoss(cfg.tcpl))
+    if cfg.cbva.enabled:
+        loss.add(CbvaLoss(cfg.cbva, pairing=cfg.cbva.adaptive.pairing,
+                          cross_video_negatives=cfg.cbva.cross_video_negatives))
+    return loss

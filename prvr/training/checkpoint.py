@@ -32,8 +32,8 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """torch.save atomically."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)  # a file handle: the archive's inner name must not carry the temp name
 
 
 def load_checkpoint(path: str | Path, config_sha256: str, seed: int) -> dict:

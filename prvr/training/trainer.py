@@ -22,7 +22,7 @@ from tqdm import tqdm
 from prvr.config import Config, config_hash, to_dict
 from prvr.data.dataset import PRVRDataset, collate_videos
 from prvr.evaluation.evaluate import evaluate_split
-from prvr.io import atomic_path, write_text
+from prvr.io import write_text
 from prvr.losses import create_loss
 from prvr.models import create_model
 from prvr.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -136,8 +136,8 @@ def train(cfg: Config, seed: int, data: TrainData, out_dir: str | Path) -> dict:
 def _finish(cfg: Config, seed: int, out_dir: Path, state: dict) -> dict:
     """Write model.pt (best epoch's weights) and train_log.jsonl; return the summary."""
     best = torch.load(out_dir / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
-    with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save({"model": best["model"], "config": to_dict(cfg), "seed": seed, "epoch": best["epoch"]}, tmp)
+    save_checkpoint(out_dir / "model.pt", {"model": best["model"], "config": to_dict(cfg), "seed": seed,
+                                           "epoch": best["epoch"]})
     write_text(out_dir / "train_log.jsonl", "".join(json.dumps(h, sort_keys=True) + "\n" for h in state["history"]))
     return {"best_epoch": state["best_epoch"], "best_val_sumr": state["best_sumr"], "epochs_run": state["epoch"] + 1}
 

@@ -49,6 +49,8 @@ rule text_features:
         "logs/text_features.log",
     benchmark:
         "benchmarks/text_features.tsv"
+    resources:
+        gpu=lambda wildcards: 1 if config["clip"]["device"].startswith("cuda") else 0,
     conda:
         "../../envs/features.yaml"
     script:
