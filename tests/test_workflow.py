@@ -110,3 +110,19 @@ def test_corrupt_video_fails_its_rule_with_one_line(run, tmp_path):
     lines = [l for l in (proc.stdout + proc.stderr).splitlines() if l.startswith("prvr error in rule")]
     assert lines and "video_features_shard" in lines[0] and "demo_test_0003.mp4" in lines[0]
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_method_rows_and_table_target(run):
+    """`snakemake results/ablation.csv` with the method's rows: reuses the features, trains only the new rows."""
+    rows = "ablations=[baseline,adaptive,full_summary]"
+    dry = snakemake(run, "-n", "results/ablation.csv", "--config", rows)
+    jobs = dry.stdout + dry.stderr
+    assert "generate_corpus" not in jobs and "text_features" not in jobs and "video_features_shard" not in jobs
+    snakemake(run, "results/ablation.csv", "--config", rows)
+    table = list(csv.DictReader((run / "results/ablation.csv").open()))
+    assert [r["configuration"] for r in table] == ["baseline", "adaptive", "full_summary"]
+    assert "Adaptive CBVA" in table[1]["description"]
+    log = [json.loads(x) for x in (run / "results/demo/runs/adaptive/seed1/train_log.jsonl").read_text().splitlines()]
+    assert {"tcpl_dist", "tcpl_angle", "cbva"} <= set(log[0]["loss"])
+    log = [json.loads(x) for x in (run / "results/demo/runs/full_summary/seed1/train_log.jsonl").read_text().splitlines()]
+    assert {"tcpl_kl", "cbva"} <= set(log[0]["loss"])
