@@ -65,20 +65,26 @@ def code_version() -> dict:
             "python": platform.python_version(), "torch": torch.__version__}
 
 
-def provenance(cfg, seed: int | None, inputs: dict[str, str | Path], extra: dict | None = None) -> dict:
-    """Build the record: resolved config, its hash, seed, code version, input hashes."""
+def provenance(cfg, seed: int | None, inputs: dict[str, str | Path], extra: dict | None = None,
+               code: dict | None = None) -> dict:
+    """Build the record: resolved config, its hash, seed, code version, input hashes.
+
+    code: a `code_version()` taken when the work started (default: now), so a long run records the
+    code it started with even if the checkout changes while it runs.
+    """
     return {
         "config": to_dict(cfg),
         "config_sha256": config_hash(cfg),
         "seed": seed,
-        "code": code_version(),
+        "code": code or code_version(),
         "inputs": {name: {"path": str(p), "sha256": sha256_file(p)} for name, p in sorted(inputs.items())},
         **(extra or {}),
     }
 
 
-def write_provenance(path: str | Path, cfg, seed: int | None, inputs: dict, extra: dict | None = None) -> dict:
+def write_provenance(path: str | Path, cfg, seed: int | None, inputs: dict, extra: dict | None = None,
+                     code: dict | None = None) -> dict:
     """Write the record atomically and return it."""
-    record = provenance(cfg, seed, inputs, extra)
+    record = provenance(cfg, seed, inputs, extra, code)
     write_json(path, record)
     return record

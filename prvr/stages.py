@@ -74,10 +74,11 @@ def ablation_config(cfg: Config, ablation_file: Path) -> Config:
 
 def train_run(cfg: Config, seed: int, data, out_dir: Path, inputs: dict) -> dict:
     """Train one (configuration, seed) and write provenance.json beside model.pt."""
-    from prvr.provenance import write_provenance
+    from prvr.provenance import code_version, write_provenance
     from prvr.training.trainer import train
+    code = code_version()  # the code this run starts with
     summary = train(cfg, seed, data, out_dir)
-    write_provenance(Path(out_dir) / "provenance.json", cfg, seed, inputs, {"training": summary})
+    write_provenance(Path(out_dir) / "provenance.json", cfg, seed, inputs, {"training": summary}, code)
     return summary
 
 
