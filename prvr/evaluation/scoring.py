@@ -3,10 +3,19 @@
     s_branch(q, v) = max_n cos(q, token_{v,n})          (dot product when normalize=False)
     s(q, v) = w_clip * s_clip(q, v) + w_frame * s_frame(q, v)
 
-Differentiable (the losses use `branch_scores` too); videos are processed in chunks so a large
+Differentiable (the losses use these functions too); videos are processed in chunks so a large
 (Q, B, N) similarity tensor is never held at once.
 
+Speed (why this is not a plain einsum + amax): one matmul per chunk gives the dot products, and the
+cosines follow from them by rescaling with the inverse norms, so `branch_dot_and_cosine` needs one
+(Q, B*N, H) product for both scores. The (Q, B, N) similarities are not kept for backward: the
+gradient of a max reaches only the winning token, so `_SelectedDot` back-propagates through the
+(Q, B) winners with gathers and an index_add (O(Q B H) instead of two O(Q B N H) matmuls). Exact
+ties (or non-finite maxima, e.g. a fully masked video) fall back to the reference einsum + amax,
+so the gradient at ties is amax's (split evenly), exactly as before.
+
     scores = prvr_scores(query, clip_tokens, frame_tokens, w_clip=0.4, w_frame=0.6)   # (Q, B)
+    dots, cosines = branch_dot_and_cosine(query, frame_tokens)                        # (Q, B) each
 """
 from __future__ import annotations
 
@@ -14,6 +23,141 @@ import torch
 import torch.nn.functional as F
 
 MAX_CHUNK_ELEMENTS = 1 << 26  # bound on Q * chunk * N similarities held at once (~256 MB fp32)
+NORM_EPS = 1e-12  # F.normalize's eps: norms below it are clamped
+
+
+def _check_shapes(query: torch.Tensor, tokens: torch.Tensor) -> None:
+    if query.dim() != 2 or tokens.dim() != 3 or query.shape[-1] != tokens.shape[-1]:
+        raise ValueError(f"branch_scores: expected query (Q, H) and tokens (B, N, H), got "
+                         f"{tuple(query.shape)} and {tuple(tokens.shape)}")
+
+
+def _chunk_size(n_queries: int, n_tokens: int) -> int:
+    return max(1, MAX_CHUNK_ELEMENTS // max(1, n_queries * n_tokens))
+
+
+def reference_branch_scores(query: torch.Tensor, tokens: torch.Tensor, normalize: bool = True,
+                            token_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Straightforward max over tokens (einsum + amax, autograd throughout); see `branch_scores`."""
+    _check_shapes(query, tokens)
+    if normalize:
+        query, tokens = F.normalize(query, dim=-1), F.normalize(tokens, dim=-1)
+    n_queries, _ = query.shape
+    b, n, _ = tokens.shape
+    chunk = _chunk_size(n_queries, n)
+    parts = []
+    for start in range(0, b, chunk):
+        part = torch.einsum("qh,bnh->qbn", query, tokens[start:start + chunk])  # (Q, b, N)
+        if token_mask is not None:
+            pad = ~token_mask[start:start + chunk]  # (b, N)
+            part = part.masked_fill(pad.unsqueeze(0), float("-inf"))
+        parts.append(part.amax(dim=-1))  # (Q, b)
+    return torch.cat(parts, dim=1) if parts else query.new_zeros(n_queries, 0)
+
+
+def _max_and_index(part: torch.Tensor):
+    """(Q, b, N) -> max (Q, b), first argmax (Q, b), and whether every max is unique and finite."""
+    values, index = part.max(dim=-1)
+    unique = ((part == values[..., None]).sum(-1) == 1).all()
+    clean = bool(torch.isfinite(values).all()) and bool(unique)
+    return values, index, clean
+
+
+@torch.no_grad()
+def _winners(query: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor | None,
+             want_dots: bool, want_cosines: bool):
+    """Max dot products and max cosines over tokens from one matmul per chunk of videos.
+
+    Returns {"dot": (values, index), "cos": (values, index)} for the requested kinds (cosine
+    values already divided by the query norms) and `clean` (no ties, all finite).
+    """
+    n_queries = query.shape[0]
+    b, n, _ = tokens.shape
+    inv_tokens = tokens.norm(dim=-1).clamp(min=NORM_EPS).reciprocal()  # (B, N)
+    inv_query = query.norm(dim=-1).clamp(min=NORM_EPS).reciprocal()  # (Q,)
+    chunk = _chunk_size(n_queries, n)
+    found = {"dot": ([], []), "cos": ([], [])}
+    clean = True
+    for start in range(0, b, chunk):
+        stop = min(b, start + chunk)
+        flat = tokens[start:stop].reshape(-1, tokens.shape[-1])  # (b * N, H)
+        part = (query @ flat.t()).view(n_queries, stop - start, n)  # (Q, b, N)
+        if token_mask is not None:
+            part.masked_fill_(~token_mask[start:stop].unsqueeze(0), float("-inf"))
+        if want_dots:
+            values, index, ok = _max_and_index(part)
+            found["dot"][0].append(values), found["dot"][1].append(index)
+            clean &= ok
+        if want_cosines:
+            part.mul_(inv_tokens[start:stop].unsqueeze(0))  # (Q, b, N) <q, t> / |t|
+            values, index, ok = _max_and_index(part)
+            found["cos"][0].append(values * inv_query[:, None]), found["cos"][1].append(index)
+            clean &= ok
+    result = {kind: (torch.cat(v, dim=1), torch.cat(i, dim=1))
+              for kind, (v, i) in found.items() if v}
+    return result, clean
+
+
+class _SelectedDot(torch.autograd.Function):
+    """values[q, b] = <query_q, tokens[b, index[q, b]]>, with the values already computed.
+
+    forward(query (Q, H), tokens (B, N, H), index (Q, B) long, values (Q, B)) -> values; the
+    backward touches only the selected tokens: O(Q B H).
+    """
+
+    @staticmethod
+    def forward(ctx, query, tokens, index, values):
+        ctx.save_for_backward(query, tokens, index)
+        return values.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        query, tokens, index = ctx.saved_tensors
+        b, n, h = tokens.shape
+        grad_query = grad_tokens = None
+        flat_tokens = tokens.reshape(b * n, h)
+        rows = index + torch.arange(b, device=index.device)[None, :] * n  # (Q, B) into B*N
+        chunk = _chunk_size(query.shape[0], h)
+        if ctx.needs_input_grad[0]:
+            grad_query = torch.zeros_like(query)
+            for start in range(0, b, chunk):
+                picked = flat_tokens[rows[:, start:start + chunk]]  # (Q, c, H)
+                grad_query += torch.einsum("qc,qch->qh", grad[:, start:start + chunk], picked)
+        if ctx.needs_input_grad[1]:
+            grad_tokens = torch.zeros_like(flat_tokens)
+            for start in range(0, b, chunk):
+                g = grad[:, start:start + chunk]  # (Q, c)
+                contrib = g[:, :, None] * query[:, None, :]  # (Q, c, H)
+                targets = rows[:, start:start + chunk].reshape(-1)
+                grad_tokens.index_add_(0, targets, contrib.reshape(-1, h))
+            grad_tokens = grad_tokens.view(b, n, h)
+        return grad_query, grad_tokens, None, None
+
+
+def _differentiable(query, tokens, values, index, normalize: bool) -> torch.Tensor:
+    """Attach the max's gradient (through the winning tokens) to precomputed (Q, B) values."""
+    if not (torch.is_grad_enabled() and (query.requires_grad or tokens.requires_grad)):
+        return values
+    if normalize:
+        query = F.normalize(query, dim=-1, eps=NORM_EPS)
+        tokens = F.normalize(tokens, dim=-1, eps=NORM_EPS)
+    return _SelectedDot.apply(query, tokens, index, values)
+
+
+def branch_dot_and_cosine(query: torch.Tensor, tokens: torch.Tensor,
+                          token_mask: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(max_n <q, t_n>, max_n cos(q, t_n)), each (Q, B), from one matmul; see `branch_scores`."""
+    _check_shapes(query, tokens)
+    if query.shape[0] == 0 or tokens.shape[0] == 0:
+        return (reference_branch_scores(query, tokens, False, token_mask),
+                reference_branch_scores(query, tokens, True, token_mask))
+    found, clean = _winners(query, tokens, token_mask, True, True)
+    if not clean:
+        return (reference_branch_scores(query, tokens, False, token_mask),
+                reference_branch_scores(query, tokens, True, token_mask))
+    return (_differentiable(query, tokens, *found["dot"], normalize=False),
+            _differentiable(query, tokens, *found["cos"], normalize=True))
 
 
 def branch_scores(query: torch.Tensor, tokens: torch.Tensor, normalize: bool = True,
@@ -23,22 +167,14 @@ def branch_scores(query: torch.Tensor, tokens: torch.Tensor, normalize: bool = T
     query: (Q, H); tokens: (B, N, H); token_mask: optional (B, N) bool, True = real token
     (padded tokens never win the max). normalize=True: cosine, else dot product. Returns (Q, B).
     """
-    if query.dim() != 2 or tokens.dim() != 3 or query.shape[-1] != tokens.shape[-1]:
-        raise ValueError(f"branch_scores: expected query (Q, H) and tokens (B, N, H), got "
-                         f"{tuple(query.shape)} and {tuple(tokens.shape)}")
-    if normalize:
-        query, tokens = F.normalize(query, dim=-1), F.normalize(tokens, dim=-1)
-    n_queries, _ = query.shape
-    b, n, _ = tokens.shape
-    chunk = max(1, MAX_CHUNK_ELEMENTS // max(1, n_queries * n))
-    parts = []
-    for start in range(0, b, chunk):
-        part = torch.einsum("qh,bnh->qbn", query, tokens[start:start + chunk])  # (Q, b, N)
-        if token_mask is not None:
-            pad = ~token_mask[start:start + chunk]  # (b, N)
-            part = part.masked_fill(pad.unsqueeze(0), float("-inf"))
-        parts.append(part.amax(dim=-1))  # (Q, b)
-    return torch.cat(parts, dim=1) if parts else query.new_zeros(n_queries, 0)
+    _check_shapes(query, tokens)
+    if query.shape[0] == 0 or tokens.shape[0] == 0:
+        return reference_branch_scores(query, tokens, normalize, token_mask)
+    kind = "cos" if normalize else "dot"
+    found, clean = _winners(query, tokens, token_mask, not normalize, normalize)
+    if not clean:
+        return reference_branch_scores(query, tokens, normalize, token_mask)
+    return _differentiable(query, tokens, *found[kind], normalize=normalize)
 
 
 def prvr_scores(query: torch.Tensor, clip_tokens: torch.Tensor, frame_tokens: torch.Tensor,

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prvr.config import LossConfig
-from prvr.evaluation.scoring import branch_scores
+from prvr.evaluation.scoring import branch_dot_and_cosine
 
 
 def positive_mask(query_to_video: torch.Tensor, n_videos: int) -> torch.Tensor:
@@ -134,8 +134,7 @@ class RetrievalLoss(nn.Module):
         terms = {}
         for name, tokens, weight in (("clip", clip_tokens, self.cfg.nce_weight_clip),
                                      ("frame", frame_tokens, self.cfg.nce_weight_frame)):
-            dots = branch_scores(query, tokens, normalize=False)  # (Q, B)
-            cosines = branch_scores(query, tokens, normalize=True)  # (Q, B)
+            dots, cosines = branch_dot_and_cosine(query, tokens)  # (Q, B) each, one matmul
             terms[f"nce_{name}"] = weight * multi_positive_nce(dots, positives)
             terms[f"trip_{name}"] = triplet_ranking(cosines, positives, self.cfg.margin,
                                                     query_pool, video_pool, generator)

@@ -104,6 +104,21 @@ class MultiHeadAttention(nn.Module):
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(b, n, h))  # (B, N, H)
 
+    def forward_packed(self, x: torch.Tensor, token_index: torch.Tensor,
+                       key_padding_mask: torch.Tensor) -> torch.Tensor:
+        """Same attention on packed valid tokens: x (T, H) are the tokens where the (B, N)
+        key_padding_mask is True, token_index (T,) their flat positions b * N + n. Projections run
+        on the T valid tokens only; the attention itself is padded. Returns (T, H)."""
+        b, n = key_padding_mask.shape
+        qkv = self.qkv(x)  # (T, 3H)
+        padded = qkv.new_zeros(b * n, qkv.shape[1]).index_copy(0, token_index, qkv)  # (B*N, 3H)
+        q, k, v = (_split_heads(t, self.heads) for t in padded.view(b, n, -1).chunk(3, dim=-1))
+        bias = key_bias(key_padding_mask, None, q.dtype)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(b * n, -1)[token_index]  # (T, H) valid rows only
+        return self.out(y)
+
 
 class GaussianMixtureAttention(nn.Module):
     """GMMFormer attention: one multi-head attention per Gaussian window width plus one
@@ -185,6 +200,13 @@ class TransformerLayer(nn.Module):
                                                     sizes=sizes)))
         return self.norm2(x + self.drop(self.ffn(x)))  # (B, N, H)
 
+    def forward_packed(self, x: torch.Tensor, token_index: torch.Tensor,
+                       key_padding_mask: torch.Tensor) -> torch.Tensor:
+        """The layer on packed valid tokens (T, H); see `MultiHeadAttention.forward_packed`."""
+        attended = self.attention.forward_packed(x, token_index, key_padding_mask)
+        x = self.norm1(x + self.drop(attended))
+        return self.norm2(x + self.drop(self.ffn(x)))  # (T, H)
+
 
 class AttentionPooling(nn.Module):
     """Weighted mean of tokens with learned per-token scores; padded tokens get weight 0."""
@@ -199,6 +221,17 @@ class AttentionPooling(nn.Module):
             logits = logits.masked_fill(~mask, float("-inf"))
         weights = logits.softmax(dim=-1)  # (B, N)
         return torch.einsum("bn,bnh->bh", weights, x)  # (B, H)
+
+    def forward_packed(self, x: torch.Tensor, token_index: torch.Tensor,
+                       mask: torch.Tensor) -> torch.Tensor:
+        """Pooling of packed valid tokens x (T, H) at flat positions token_index of the (B, N)
+        mask (True = valid): the same weights as `forward`, summed per row. Returns (B, H)."""
+        b, n = mask.shape
+        logits = self.score(x).squeeze(-1)  # (T,)
+        full = logits.new_full((b * n,), float("-inf")).index_copy(0, token_index, logits)
+        weights = full.view(b, n).softmax(dim=-1).view(-1)[token_index]  # (T,)
+        rows = torch.div(token_index, n, rounding_mode="floor")  # (T,) owner of each token
+        return x.new_zeros(b, x.shape[1]).index_add(0, rows, weights[:, None] * x)  # (B, H)
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:

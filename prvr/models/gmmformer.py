@@ -165,6 +165,21 @@ class QueryEncoder(nn.Module):
         self.pool = AttentionPooling(cfg.hidden)
 
     def forward(self, query_feats: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
+        """Every per-token step runs on the valid tokens only (packed, (T, ...)): padded tokens
+        never reach a valid token's output (masked keys, zero pooling weight), so skipping them
+        changes nothing but the time (captions are much shorter than max_query_len)."""
+        q, length, _ = query_feats.shape
+        token_index = query_mask.reshape(-1).nonzero().squeeze(1)  # (T,) flat q * L + l
+        feats = query_feats.reshape(q * length, -1)[token_index]  # (T, D)
+        positions = token_index % length  # (T,)
+        x = self.project(feats)  # (T, H)
+        pos = self.position
+        x = pos.drop(pos.norm(x + pos.embedding(positions)))  # as PositionalEmbedding, packed
+        x = self.layer.forward_packed(x, token_index, query_mask)  # (T, H)
+        return self.pool.forward_packed(x, token_index, query_mask)  # (Q, H)
+
+    def forward_padded(self, query_feats: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
+        """Reference: the same encoder on the padded (Q, L) layout (slower)."""
         x = self.position(self.project(query_feats))  # (Q, L, H)
         x = self.layer(x, key_padding_mask=query_mask)
         return self.pool(x, query_mask)  # (Q, H)
