@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from prvr.data.annotations import read_caption_txt
+from prvr.data.annotations import AnnotationError, read_caption_txt
 from prvr.data.feature_store import FeatureStore
 
 
@@ -64,7 +64,6 @@ def read_split(caption_file: str | Path) -> SplitIndex:
         captions[vid].append(caption_id)
         texts[caption_id] = text
     if not videos:
-        from prvr.data.annotations import AnnotationError
         raise AnnotationError(f"{caption_file}: no captions in file")
     return SplitIndex(videos, captions, texts)
 
