@@ -24,12 +24,6 @@ def shard_video_ids(annotation_files: list[Path], shard: int, shard_size: int) -
     return vids[shard * shard_size:(shard + 1) * shard_size]
 
 
-def n_shards(cfg: Config) -> int:
-    """Number of feature shards of the demo corpus (known from the config, before it exists)."""
-    c = cfg.corpus
-    return math.ceil((c.n_train + c.n_val + c.n_test) / cfg.frames.shard_size)
-
-
 def write_captions(annotation_file: Path, out_file: Path) -> int:
     """TVR-layout jsonl -> MS-SL caption file; returns the number of queries."""
     from prvr.data.annotations import read_tvr_jsonl, write_caption_txt
@@ -88,11 +82,13 @@ def evaluate_run(model_path: Path, captions: Path, video_feats: Path, text_feats
     from prvr.data.dataset import PRVRDataset
     from prvr.evaluation.evaluate import evaluate_split
     from prvr.provenance import provenance
-    from prvr.training.trainer import load_trained
-    model, cfg = load_trained(model_path)
+    import torch
+    from prvr.training.trainer import model_from_saved
+    saved = torch.load(model_path, map_location="cpu", weights_only=False)
+    model, cfg = model_from_saved(saved, str(model_path))
     dataset = PRVRDataset(captions, video_feats, text_feats, cfg.model.frame_tokens)
     metrics = evaluate_split(model, dataset, cfg.eval, cfg.train.device)
-    seed = _saved_seed(model_path)
+    seed = int(saved["seed"])
     record = {"split": split, "n_queries": len(dataset.index.caption_ids), "n_videos": len(dataset),
               "metrics": metrics, "tie_rule": "optimistic: rank = 1 + #candidates scored strictly higher",
               "provenance": provenance(cfg, seed, {"model": model_path, "captions": captions,
@@ -101,7 +97,3 @@ def evaluate_run(model_path: Path, captions: Path, video_feats: Path, text_feats
     write_json(out, record)
     return record
 
-
-def _saved_seed(model_path: Path) -> int:
-    import torch
-    return int(torch.load(model_path, map_location="cpu", weights_only=False)["seed"])

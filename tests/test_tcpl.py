@@ -56,25 +56,18 @@ def random_case(n, dtype, seed=0):
     return student.requires_grad_(), teacher
 
 
-@pytest.mark.parametrize("chunk", [1, 4, 7, 64])
-def test_chunked_angle_equals_naive_float64(chunk):
-    student, teacher = random_case(19, torch.float64)
+@pytest.mark.parametrize("n, dtype, seed, chunk, rel, rtol, atol", [
+    *[(19, torch.float64, 0, chunk, 1e-12, 1e-9, 1e-14) for chunk in (1, 4, 7, 64)],
+    (40, torch.float32, 3, 8, 1e-5, 1e-3, 1e-7),
+])
+def test_chunked_angle_equals_naive(n, dtype, seed, chunk, rel, rtol, atol):
+    student, teacher = random_case(n, dtype, seed=seed)
     fast = rkd_angle_loss(student, teacher, chunk)
     (grad_fast,) = torch.autograd.grad(fast, student)
     naive = naive_rkd_angle_loss(student, teacher)
     (grad_naive,) = torch.autograd.grad(naive, student)
-    assert fast.item() == pytest.approx(naive.item(), rel=1e-12)
-    torch.testing.assert_close(grad_fast, grad_naive, rtol=1e-9, atol=1e-14)
-
-
-def test_chunked_angle_equals_naive_float32():
-    student, teacher = random_case(40, torch.float32, seed=3)
-    fast = rkd_angle_loss(student, teacher, 8)
-    (grad_fast,) = torch.autograd.grad(fast, student)
-    naive = naive_rkd_angle_loss(student, teacher)
-    (grad_naive,) = torch.autograd.grad(naive, student)
-    assert fast.item() == pytest.approx(naive.item(), rel=1e-5)
-    torch.testing.assert_close(grad_fast, grad_naive, rtol=1e-3, atol=1e-7)
+    assert fast.item() == pytest.approx(naive.item(), rel=rel)
+    torch.testing.assert_close(grad_fast, grad_naive, rtol=rtol, atol=atol)
 
 
 def test_coincident_student_points():

@@ -147,9 +147,14 @@ def load_trained(model_path: str | Path, device: str | None = None):
 
     device: where to put it; default the device the model was trained with (config train.device).
     """
-    from prvr.config import from_dict
     saved = torch.load(model_path, map_location="cpu", weights_only=False)
-    cfg = from_dict(saved["config"], str(model_path))
+    return model_from_saved(saved, str(model_path), device)
+
+
+def model_from_saved(saved: dict, source: str, device: str | None = None):
+    """Model and config from a loaded model.pt dict; `source` names the file in config errors."""
+    from prvr.config import from_dict
+    cfg = from_dict(saved["config"], source)
     model = create_model(cfg.model).to(device or cfg.train.device)
     model.load_state_dict(saved["model"])
     model.eval()
