@@ -45,8 +45,8 @@ def real_batch(n_videos=128, n_queries=640, max_len=34, dim=768, frames=128, see
 
 def time_steps(cfg: Config, batch: dict, steps: int) -> list[float]:
     model = create_model(cfg.model)
-    loss_fn = create_loss(cfg.loss)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loss_fn = create_loss(cfg.loss, hidden=cfg.model.hidden)
+    optimizer = torch.optim.AdamW([*model.parameters(), *loss_fn.parameters()], lr=1e-4)
     generator = torch.Generator().manual_seed(0)
     times = []
     for i in range(steps + 1):

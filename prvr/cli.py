@@ -9,6 +9,9 @@
     prvr train --config ... --ablation config/ablations/baseline.yaml --seed 9527 --data results/demo --out run/
     prvr evaluate --model run/model.pt --data results/demo --split test --out run/metrics.json
     prvr table --row baseline run/metrics.json ... --out results/ablation.csv
+    prvr collapse --model run/model.pt --data results/demo --split test --out run/collapse.json
+    prvr tsne --model run/model.pt --data results/demo --split test --out results/figures/tsne.png
+    (collapse / tsne without --model: the CLIP input features, the untrained reference)
 
 Errors from bad input print one line (`prvr: error: ...`) and exit with status 1.
 """
@@ -75,6 +78,26 @@ def _cmd_evaluate(a):
     print(record["metrics"])
 
 
+def _analysis_args(a):
+    """The positional inputs of stages.collapse_run / tsne_run for a data folder and split."""
+    d = Path(a.data)
+    labels = d / "annotations/event_labels.jsonl"
+    return (Path(a.model) if a.model else None, load_config(a.config), a.split,
+            d / f"annotations/{a.split}.jsonl", d / f"captions/{a.split}.caption.txt",
+            d / "features/video_feats.h5", d / "features/text_feats.h5", labels if labels.exists() else None)
+
+
+def _cmd_collapse(a):
+    from prvr.stages import collapse_run
+    print(collapse_run(*_analysis_args(a), Path(a.out))["metrics"])
+
+
+def _cmd_tsne(a):
+    from prvr.stages import tsne_run
+    name = Path(a.model).parent.parent.name if a.model else "clip_input"
+    print(tsne_run(*_analysis_args(a), Path(a.out), title=f"{name} ({a.split} split)"))
+
+
 def _cmd_table(a):
     from prvr.reporting.tables import ablation_table, write_table
     files = {name: paths for name, *paths in a.row}
@@ -105,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
         (("--seed",), {"type": int, "default": 9527}), (("--data",), {"default": "results/demo"}))
     add("evaluate", _cmd_evaluate, out, (("--model",), {"required": True}), (("--data",), {"default": "results/demo"}),
         (("--split",), {"default": "test"}))
+    analysis = (config, out, (("--model",), {"default": None, "help": "model.pt (default: CLIP input features)"}),
+                (("--data",), {"default": "results/demo"}), (("--split",), {"default": "test"}))
+    add("collapse", _cmd_collapse, *analysis)
+    add("tsne", _cmd_tsne, *analysis)
     add("table", _cmd_table, out, (("--row",), {"nargs": "+", "action": "append", "required": True,
                                                 "metavar": ("NAME", "METRICS_JSON")}))
     return parser

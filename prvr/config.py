@@ -144,9 +144,13 @@ class CbvaConfig:
     positives = the segment holding the frame, the other side detached, no temperature.
     form "infonce" (seed summary): InfoNCE at temperature between segment i of the fine branch and
     segment j of the coarse branch; cross_video_negatives adds other videos' segments as negatives.
+    head "linear" (authors' code, `vproj_clip`): both branches' tokens pass through one shared
+    trainable linear H -> H head before the CBVA contrast, so the alignment acts on a projection
+    and not on the retrieval embedding itself; "none": CBVA on the retrieval tokens directly.
     """
     enabled: bool = False
     form: str = field(default="within_video", metadata={"choices": ("within_video", "infonce")})
+    head: str = field(default="linear", metadata={"choices": ("linear", "none")})
     weight: float = 0.1
     temperature: float = 0.07
     cross_video_negatives: bool = False
@@ -189,6 +193,15 @@ class EvalConfig:
 
 
 @dataclass
+class AnalysisConfig:
+    """Semantic-collapse analysis (prvr.evaluation.analysis) and its t-SNE figures
+    (prvr.reporting.figures): which split, how many videos per figure, the t-SNE seed."""
+    split: str = field(default="test", metadata={"choices": ("val", "test")})
+    tsne_videos: int = 6
+    tsne_seed: int = 0
+
+
+@dataclass
 class Config:
     """One run: a dataset, its features, one model configuration, its training and evaluation."""
     dataset: str = "demo"
@@ -201,6 +214,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
 
 def _convert(value, hint, where: str):

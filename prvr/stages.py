@@ -97,3 +97,79 @@ def evaluate_run(model_path: Path, captions: Path, video_feats: Path, text_feats
     write_json(out, record)
     return record
 
+
+
+EVENT_LABELS = ("kind", "shape", "motion", "colour", "scene")  # the demo's hidden labels analysed
+
+
+def event_labels(annotation_file: Path, labels_file: Path) -> dict[str, dict[str, str]]:
+    """caption id -> {label: value} for EVENT_LABELS, from the demo corpus's hidden event labels
+    (matched by desc_id)."""
+    import json
+    from prvr.data.annotations import read_tvr_jsonl
+    try:
+        by_desc = {}
+        for line in Path(labels_file).read_text().splitlines():
+            row = json.loads(line)
+            by_desc[row["desc_id"]] = {name: str(row[name]) for name in EVENT_LABELS}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise PrvrError(f"{labels_file}: not an event label file ({type(err).__name__}: {err})") from None
+    return {q.caption_id: by_desc[q.desc_id] for q in read_tvr_jsonl(annotation_file) if q.desc_id in by_desc}
+
+
+def _analysis_inputs(model_path: Path | None, cfg: Config, annotation_file: Path, captions: Path,
+                     video_feats: Path, text_feats: Path, labels_file: Path | None):
+    """(model or None, its config, its seed or None, the split's dataset, its SplitMoments)."""
+    import torch
+    from prvr.data.annotations import read_tvr_jsonl
+    from prvr.data.dataset import PRVRDataset
+    from prvr.data.feature_store import FeatureStore
+    from prvr.evaluation.analysis import split_moments
+    from prvr.training.trainer import model_from_saved
+    model, seed = None, None
+    if model_path is not None:
+        saved = torch.load(model_path, map_location="cpu", weights_only=False)
+        model, cfg = model_from_saved(saved, str(model_path))
+        seed = int(saved["seed"])
+    dataset = PRVRDataset(captions, video_feats, text_feats, cfg.model.frame_tokens)
+    with FeatureStore(video_feats) as store:
+        n_frames = {v: store.shape(v)[0] for v in dataset.index.videos}
+    queries = {q.caption_id: q for q in read_tvr_jsonl(annotation_file)}
+    labels = event_labels(annotation_file, labels_file) if labels_file is not None else None
+    moments = split_moments(dataset.index, queries, n_frames, cfg.model.frame_tokens, labels)
+    return model, cfg, seed, dataset, moments
+
+
+def collapse_run(model_path: Path | None, cfg: Config, split: str, annotation_file: Path, captions: Path,
+                 video_feats: Path, text_feats: Path, labels_file: Path | None, out: Path) -> dict:
+    """Collapse metrics of model.pt (None: of the CLIP input features) on one split, with provenance."""
+    from prvr.evaluation.analysis import analyse
+    from prvr.provenance import provenance
+    model, cfg, seed, dataset, moments = _analysis_inputs(model_path, cfg, annotation_file, captions,
+                                                          video_feats, text_feats, labels_file)
+    metrics = analyse(model, dataset, moments, cfg.eval.batch_size, cfg.train.device)
+    inputs = {"annotations": annotation_file, "captions": captions, "video_feats": video_feats,
+              "text_feats": text_feats, **({"model": model_path} if model_path else {}),
+              **({"event_labels": labels_file} if labels_file else {})}
+    record = {"split": split, "n_queries": len(dataset.index.caption_ids),
+              "n_videos": len(dataset), "metrics": metrics,
+              "embeddings": "trained model" if model_path else "CLIP input features (no training)",
+              "provenance": provenance(cfg, seed, inputs)}
+    write_json(out, record)
+    return record
+
+
+def tsne_run(model_path: Path | None, cfg: Config, split: str, annotation_file: Path, captions: Path,
+             video_feats: Path, text_feats: Path, labels_file: Path | None, out: Path, title: str) -> list[str]:
+    """t-SNE figure of the `analysis.tsne_videos` videos with the most events; returns their ids."""
+    from prvr.evaluation.analysis import figure_points, split_embeddings
+    from prvr.reporting.figures import collapse_figure, pick_videos
+    analysis = cfg.analysis  # the workflow's settings, not those saved in model.pt
+    model, cfg, _, dataset, moments = _analysis_inputs(model_path, cfg, annotation_file, captions,
+                                                       video_feats, text_feats, labels_file)
+    index = dataset.index
+    chosen = pick_videos({v: len(index.captions[v]) for v in index.videos}, analysis.tsne_videos)
+    emb = split_embeddings(model, dataset, cfg.eval.batch_size, cfg.train.device)
+    points = figure_points(emb, moments, [index.videos.index(v) for v in chosen])
+    collapse_figure(**points, out_path=out, title=title, seed=analysis.tsne_seed, video_names=chosen)
+    return chosen

@@ -43,7 +43,7 @@ def test_within_video_by_hand():
     expected = frames + (seg0 + seg1) / 2
     value = within_video_cbva(FRAMES, SEGMENTS, LABELS, MASK)
     assert value.item() == pytest.approx(expected, rel=1e-12)
-    terms = CbvaLoss(CbvaConfig(weight=0.1))(frame_tokens=FRAMES, clip_tokens=SEGMENTS,
+    terms = CbvaLoss(CbvaConfig(weight=0.1, head="none"))(frame_tokens=FRAMES, clip_tokens=SEGMENTS,
                                             frame_to_clip=LABELS)
     assert terms["cbva"].item() == pytest.approx(0.1 * expected, rel=1e-12)
 
@@ -236,7 +236,7 @@ def test_adaptive_segments_merge_to_counts():
     assert segments.mask.sum(dim=1).tolist() == [2, 8]
     assert segments.frame_to_segment[0].max() == 1 and segments.sizes[0, :2].sum() == 32
     frames = torch.randn(2, 32, 8, dtype=F64)
-    cfg = CbvaConfig(adaptive=AdaptiveConfig(enabled=True, segment_choices=(8, 6, 4, 3, 2)))
+    cfg = CbvaConfig(head="none", adaptive=AdaptiveConfig(enabled=True, segment_choices=(8, 6, 4, 3, 2)))
     loss_fn = CbvaLoss(cfg)
     terms = loss_fn(frame_tokens=frames, clip_tokens=tokens, frame_to_clip=labels, clip_sizes=sizes)
     assert loss_fn.last_segment_counts.tolist() == [2, 8]
@@ -267,11 +267,14 @@ def test_factory_builds_the_full_objective(tcpl_form, cbva_form, adaptive_form):
                          enabled=adaptive_form is not None, form=adaptive_form or "segments",
                          segment_choices=(8, 6, 4, 3, 2))))
     model, out, batch = small_model_batch()
-    terms = create_loss(cfg)(**out, **batch, epoch=0, generator=torch.Generator().manual_seed(0))
+    loss_fn = create_loss(cfg, hidden=model.cfg.hidden)
+    terms = loss_fn(**out, **batch, epoch=0, generator=torch.Generator().manual_seed(0))
     tcpl_terms = {"tcpl_dist", "tcpl_angle"} if tcpl_form == "rkd" else {"tcpl_kl"}
     assert set(terms) == {"nce_clip", "nce_frame", "trip_clip", "trip_frame", "cbva"} | tcpl_terms
     sum(terms.values()).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    head = loss_fn.parts[-1].head  # the authors' vproj_clip: trained by CBVA alone
+    assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
 
 
 def test_factory_defaults_and_bad_settings():
@@ -285,6 +288,6 @@ def test_factory_defaults_and_bad_settings():
     with pytest.raises(ConfigError, match="segment_choices"):
         CbvaLoss(CbvaConfig(adaptive=AdaptiveConfig(segment_choices=(5, 8))))
     with pytest.raises(ValueError, match="padded segment"):
-        within = CbvaLoss(CbvaConfig())
+        within = CbvaLoss(CbvaConfig(head="none"))
         within(frame_tokens=FRAMES, segment_tokens=SEGMENTS, frame_to_segment=LABELS,
                segment_mask=torch.tensor([[True, False]]))

@@ -14,7 +14,7 @@ def prvr(*args, cwd=REPO):
 def test_help_lists_every_stage():
     out = prvr("--help").stdout
     for stage in ("corpus", "captions", "pretrain-clip", "video-features", "merge-features", "text-features",
-                  "train", "evaluate", "table"):
+                  "train", "evaluate", "collapse", "tsne", "table"):
         assert stage in out
 
 
@@ -39,3 +39,11 @@ def test_bad_config_is_one_line_error(tmp_path):
 def test_missing_metrics_file_in_table(tmp_path):
     proc = prvr("table", "--row", "baseline", tmp_path / "nope.json", "--out", tmp_path / "t.csv")
     assert proc.returncode == 1 and "metrics file not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_collapse_on_missing_data_is_one_line_error(tmp_path):
+    proc = prvr("collapse", "--data", tmp_path, "--out", tmp_path / "c.json")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "test.caption.txt" in lines[0]
+    assert not (tmp_path / "c.json").exists()

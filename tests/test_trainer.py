@@ -33,8 +33,8 @@ def data(tmp_path_factory):
     return TrainData(root / "train.txt", root / "val.txt", root / "v.h5", root / "t.h5")
 
 
-def _cfg(**train):
-    return merge(Config(), {**TINY, "train": {**TINY["train"], **train}})
+def _cfg(loss=None, **train):
+    return merge(Config(), {**TINY, "train": {**TINY["train"], **train}, "loss": loss or {}})
 
 
 def test_same_seed_same_weights_and_log(tmp_path, data):
@@ -50,9 +50,12 @@ def test_same_seed_same_weights_and_log(tmp_path, data):
     assert any(not torch.equal(wa[k], wc[k]) for k in wa)
 
 
-def test_resume_is_exact_when_interrupted(tmp_path, data, monkeypatch):
-    """Kill training during epoch 2; the rerun continues from last.pt and ends with the same weights."""
-    train(_cfg(), 6, data, tmp_path / "full")
+@pytest.mark.parametrize("loss", [None, {"cbva": {"enabled": True, "head": "linear"}}],
+                         ids=["baseline", "cbva_head"])
+def test_resume_is_exact_when_interrupted(tmp_path, data, monkeypatch, loss):
+    """Kill training during epoch 2; the rerun continues from last.pt and ends with the same weights
+    (the model's and the loss's own: CBVA's projection head)."""
+    train(_cfg(loss), 6, data, tmp_path / "full")
     import prvr.training.trainer as trainer
     real_epoch = trainer.train_epoch
 
@@ -62,14 +65,16 @@ def test_resume_is_exact_when_interrupted(tmp_path, data, monkeypatch):
         return real_epoch(model, loss_fn, loader, optimizer, scheduler, epoch, cfg, seed)
     monkeypatch.setattr(trainer, "train_epoch", dying)
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(), 6, data, tmp_path / "cut")
+        train(_cfg(loss), 6, data, tmp_path / "cut")
     assert not (tmp_path / "cut/model.pt").exists()
     monkeypatch.setattr(trainer, "train_epoch", real_epoch)
-    train(_cfg(), 6, data, tmp_path / "cut")
+    train(_cfg(loss), 6, data, tmp_path / "cut")
     assert (tmp_path / "cut/train_log.jsonl").read_text() == (tmp_path / "full/train_log.jsonl").read_text()
-    wa = torch.load(tmp_path / "full/checkpoints/last.pt", weights_only=False)["model"]
-    wb = torch.load(tmp_path / "cut/checkpoints/last.pt", weights_only=False)["model"]
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    full = torch.load(tmp_path / "full/checkpoints/last.pt", weights_only=False)
+    cut = torch.load(tmp_path / "cut/checkpoints/last.pt", weights_only=False)
+    for part in ("model", "loss"):
+        assert all(torch.equal(full[part][k], cut[part][k]) for k in full[part])
+    assert ("head.weight" in str(list(full["loss"]))) == (loss is not None)
 
 
 def test_checkpoint_of_other_config_is_refused(tmp_path, data):

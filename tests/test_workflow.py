@@ -56,6 +56,27 @@ def test_every_number_traces_back(run):
     assert sources == {"baseline": ["results/demo/runs/baseline/seed1/metrics.json"]}
 
 
+def test_collapse_table_and_figures(run):
+    """The default target also builds the collapse diagnostics: a CLIP-input reference row, one row
+    per configuration, each traceable, and a t-SNE figure of each."""
+    rows = list(csv.DictReader((run / "results/collapse.csv").open()))
+    assert [r["configuration"] for r in rows] == ["clip_input", "baseline"]
+    reference, baseline = rows
+    assert reference["seeds"] == "" and reference["clip_hit"] == "" and baseline["seeds"] == "1"
+    assert float(reference["text_teacher_corr"]) == 1.0  # the reference text vectors are the teacher
+    for row in rows:
+        for key in ("frame_hit", "frame_hit_chance", "text_sibling_pct", "text_same_kind_pct"):
+            assert 0.0 <= float(row[key]) <= 1.0, (row["configuration"], key)
+    assert 0.0 < float(baseline["clip_hit_chance"]) <= 1.0
+    record = json.loads((run / "results/demo/runs/baseline/seed1/collapse.json").read_text())
+    assert record["split"] == "test" and record["provenance"]["seed"] == 1
+    assert set(record["provenance"]["inputs"]) >= {"model", "annotations", "event_labels"}
+    sources = json.loads((run / "results/collapse.sources.json").read_text())
+    assert sources["clip_input"] == ["results/demo/collapse/clip_input.json"]
+    for name in ("clip_input", "baseline"):
+        assert (run / f"results/figures/tsne_{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_features_follow_the_authors_layout(run):
     import h5py
     data = run / "results/demo"

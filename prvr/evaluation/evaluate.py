@@ -17,14 +17,17 @@ from prvr.evaluation.scoring import prvr_scores
 
 
 @torch.no_grad()
-def encode_videos(model, dataset: PRVRDataset, batch_size: int, device: str) -> dict[str, torch.Tensor]:
-    """Encode every video of the split in chunks: clip_tokens (V, Nc, H), frame_tokens (V, Nf, H)."""
-    parts: dict[str, list[torch.Tensor]] = {"clip_tokens": [], "frame_tokens": []}
+def encode_videos(model, dataset: PRVRDataset, batch_size: int, device: str,
+                  keys: tuple[str, ...] = ("clip_tokens", "frame_tokens")) -> dict[str, torch.Tensor]:
+    """Encode every video of the split in chunks: the model outputs named by `keys`, stacked over
+    videos, e.g. clip_tokens (V, Nc, H), frame_tokens (V, Nf, H), frame_to_clip (V, Nf)."""
+    parts: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
     for start in range(0, len(dataset), batch_size):
         frames = torch.from_numpy(dataset.frames[start:start + batch_size].astype(np.float32)).to(device)
         out = model.encode_videos(frames)
         for key in parts:
-            parts[key].append(out[key].float().cpu())
+            value = out[key]
+            parts[key].append((value.float() if value.is_floating_point() else value).cpu())
     return {k: torch.cat(v) for k, v in parts.items()}
 
 

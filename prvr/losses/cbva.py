@@ -25,11 +25,16 @@ form "infonce" (seed summary): fine segment i = mean of the frame tokens it hold
   all valid segments).
 Term returned: {"cbva": weight * loss}.
 
+Head (`cfg.head`): "linear" (authors' code, `vproj_clip`) maps f and c through one shared
+trainable linear layer H -> H before either form (and before adaptive merging); "none" uses the
+retrieval tokens as they are. The head belongs to the loss module, so the trainer optimises and
+checkpoints it with the model, and evaluation never sees it.
+
 Adaptive CBVA (`cfg.adaptive`, prvr.losses.adaptive): "segments" merges the segment tokens further
 to a per-video count before the loss (graph and merge decisions from `merged_inputs`, the clip
 branch's input features, when given; else from the segment tokens); "weights" sets the w above.
 
-    loss = CbvaLoss(CbvaConfig(form="within_video"))
+    loss = CbvaLoss(CbvaConfig(form="within_video"), hidden=384)
     terms = loss(**model_outputs)    # frame_tokens, clip_tokens, frame_to_clip, [segment_*]
 """
 from __future__ import annotations
@@ -42,6 +47,7 @@ from prvr.config import CbvaConfig, ConfigError
 from prvr.losses import adaptive
 
 FORMS = ("within_video", "infonce")
+HEADS = ("linear", "none")
 NEG = -1e30  # stands for log(0) in masked log-sum-exp: finite, so no NaN gradients
 
 
@@ -159,6 +165,8 @@ def check_cbva_config(cfg: CbvaConfig) -> None:
     """One-line ConfigError naming the key of a CBVA setting that cannot work."""
     if cfg.form not in FORMS:
         raise ConfigError(f"loss.cbva.form: expected one of {FORMS}, got {cfg.form!r}")
+    if cfg.head not in HEADS:
+        raise ConfigError(f"loss.cbva.head: expected one of {HEADS}, got {cfg.head!r}")
     if cfg.temperature <= 0:
         raise ConfigError(f"loss.cbva.temperature: must be > 0, got {cfg.temperature}")
     ada = cfg.adaptive
@@ -172,6 +180,20 @@ def check_cbva_config(cfg: CbvaConfig) -> None:
         raise ConfigError(f"loss.cbva.adaptive.threshold: a cosine in [-1, 1], got {ada.threshold}")
 
 
+def make_head(kind: str, hidden: int | None) -> nn.Linear | None:
+    """CBVA's projection head: "linear" = one trainable H -> H layer shared by both branches
+    (authors' `vproj_clip`, N(0, 0.02) weights and zero bias like the rest of their model);
+    "none" = no head. The head is part of the objective: retrieval scores never pass through it."""
+    if kind == "none":
+        return None
+    if hidden is None or hidden < 1:
+        raise ConfigError(f"loss.cbva.head={kind!r} needs the model's hidden size (got {hidden})")
+    head = nn.Linear(hidden, hidden)
+    nn.init.normal_(head.weight, std=0.02)
+    nn.init.zeros_(head.bias)
+    return head
+
+
 class CbvaLoss(nn.Module):
     """CBVA in the configured form, with adaptive CBVA when `cfg.adaptive.enabled`.
 
@@ -181,13 +203,14 @@ class CbvaLoss(nn.Module):
     """
 
     def __init__(self, cfg: CbvaConfig, pairing: str = "bipartite",
-                 cross_video_negatives: bool = False):
+                 cross_video_negatives: bool = False, hidden: int | None = None):
         super().__init__()
         check_cbva_config(cfg)
         self.cfg = cfg
         self.pairing = pairing
         self.cross_video_negatives = cross_video_negatives
         self.last_segment_counts: torch.Tensor | None = None
+        self.head = make_head(cfg.head, hidden)
 
     def forward(self, *, frame_tokens: torch.Tensor, clip_tokens: torch.Tensor | None = None,
                 frame_to_clip: torch.Tensor | None = None, segment_tokens=None,
@@ -201,6 +224,8 @@ class CbvaLoss(nn.Module):
         mask = segment_mask if segment_mask is not None else torch.ones(
             tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         check_segments(frame_tokens, tokens, labels, mask)
+        if self.head is not None:  # the authors' shared vproj_clip: CBVA acts on a projection
+            frame_tokens, tokens = self.head(frame_tokens), self.head(tokens)
         ada = self.cfg.adaptive
         if ada.enabled and ada.form == "segments":
             tokens, labels, mask = self._adapt(tokens, labels, mask, segment_sizes, clip_sizes,

@@ -7,7 +7,7 @@ A `CompositeLoss` calls each of its named parts with the same keyword arguments 
 dict plus `query_to_video`, `epoch`, `generator`, ...) and merges the term dicts; each part takes
 what it needs by keyword and ignores the rest (`**unused`). Later parts (TCPL, CBVA) are appended:
 
-    loss_fn = create_loss(cfg.loss)
+    loss_fn = create_loss(cfg.loss, hidden=cfg.model.hidden)
     loss_fn.add(TcplLoss(...))                      # its terms join the dict
     terms = loss_fn(**outputs, query_to_video=q2v, epoch=e, generator=g)
     total = sum(terms.values())
@@ -44,8 +44,11 @@ class CompositeLoss(nn.Module):
         return terms
 
 
-def create_loss(cfg: LossConfig) -> CompositeLoss:
+def create_loss(cfg: LossConfig, hidden: int | None = None) -> CompositeLoss:
     """The retrieval loss on both branches, plus TCPL and CBVA when enabled.
+
+    hidden: the model's token size, needed by CBVA's projection head (loss.cbva.head "linear").
+    The loss may own parameters (that head): optimise `loss.parameters()` with the model's.
 
     Every TCPL/CBVA setting is checked even when the part is off, so a typo in an ablation file
     fails at once rather than in the run that turns the part on.
@@ -59,5 +62,5 @@ def create_loss(cfg: LossConfig) -> CompositeLoss:
         loss.add(TcplLoss(cfg.tcpl))
     if cfg.cbva.enabled:
         loss.add(CbvaLoss(cfg.cbva, pairing=cfg.cbva.adaptive.pairing,
-                          cross_video_negatives=cfg.cbva.cross_video_negatives))
+                          cross_video_negatives=cfg.cbva.cross_video_negatives, hidden=hidden))
     return loss

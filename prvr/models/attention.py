@@ -140,7 +140,8 @@ class GaussianMixtureAttention(nn.Module):
         self.heads = heads
         self.dropout = dropout
         self.qkv = nn.Linear(hidden, 3 * self.windows * hidden)
-        self.window_score = nn.Linear(hidden, 1)
+        # no bias: a bias shared by every window cancels in the softmax over windows
+        self.window_score = nn.Linear(hidden, 1, bias=False)
         self.out = nn.Linear(hidden, hidden)
 
     def window_bias(self, n_tokens: int, sizes: torch.Tensor | None, device,

@@ -2,6 +2,7 @@
 
     table = ablation_table({"baseline": ["runs/baseline/seed1/metrics.json", ...]})
     write_table(table, "results/ablation.csv")
+    table = ablation_table({"baseline": [".../collapse.json", ...]}, metrics=COLLAPSE_METRICS, digits=3)
 
 Columns: configuration, seeds, R@1, R@5, R@10, R@100, SumR (means over seeds, 2 decimals), then
 R@1_std ... SumR_std (sample std over seeds; empty with one seed), then the configuration's
@@ -19,6 +20,11 @@ from prvr.errors import PrvrError
 from prvr.io import write_json, write_text
 
 METRICS = ("R@1", "R@5", "R@10", "R@100", "SumR")
+# results/collapse.csv (prvr.evaluation.analysis): localization, then the video and text collapse numbers
+COLLAPSE_METRICS = ("frame_hit", "frame_hit_chance", "clip_hit", "clip_hit_chance", "frame_contrast",
+                    "frame_within", "frame_between", "text_sibling_pct", "text_teacher_corr",
+                    *(f"{side}_same_{label}_pct" for label in ("kind", "shape", "motion", "colour", "scene")
+                      for side in ("text", "video")))
 
 
 def read_metrics(path: str | Path) -> dict:
@@ -32,30 +38,36 @@ def read_metrics(path: str | Path) -> dict:
         raise PrvrError(f"{path}: not a metrics file ({type(err).__name__}: {err})") from None
 
 
-def summarise(rows: list[dict]) -> dict:
-    """Mean and sample std of each metric over the seeds' rows."""
+def summarise(rows: list[dict], metrics: tuple[str, ...] = METRICS, digits: int = 2) -> dict:
+    """Mean and sample std of each metric over the seeds' rows; a metric that no row has (say,
+    clip-branch numbers of a model-free reference row) is left empty."""
     out = {}
-    for name in METRICS:
-        values = [r["metrics"][name] for r in rows]
-        out[name] = round(statistics.fmean(values), 2)
-        out[f"{name}_std"] = round(statistics.stdev(values), 2) if len(values) > 1 else ""
+    for name in metrics:
+        values = [r["metrics"][name] for r in rows if name in r["metrics"]]
+        if values and len(values) < len(rows):
+            raise PrvrError(f"metric {name!r} is in {len(values)} of {len(rows)} seeds' files of one row")
+        out[name] = round(statistics.fmean(values), digits) if values else ""
+        out[f"{name}_std"] = round(statistics.stdev(values), digits) if len(values) > 1 else ""
     return out
 
 
-def ablation_table(files: dict[str, list[str | Path]], descriptions: dict[str, str] | None = None) -> list[dict]:
+def ablation_table(files: dict[str, list[str | Path]], descriptions: dict[str, str] | None = None,
+                   metrics: tuple[str, ...] = METRICS, digits: int = 2) -> list[dict]:
     """One row per configuration (in the given order) from its seeds' metrics files."""
     table = []
     for configuration, paths in files.items():
         rows = [read_metrics(p) for p in paths]
-        seeds = " ".join(str(r["seed"]) for r in rows)
+        seeds = " ".join(str(r["seed"]) for r in rows if r["seed"] is not None)
         description = (descriptions or {}).get(configuration, "")
-        table.append({"configuration": configuration, "seeds": seeds, **summarise(rows), "description": description})
+        table.append({"configuration": configuration, "seeds": seeds, **summarise(rows, metrics, digits),
+                      "description": description})
     return table
 
 
-def write_table(table: list[dict], path: str | Path, sources: dict | None = None) -> None:
+def write_table(table: list[dict], path: str | Path, sources: dict | None = None,
+                metrics: tuple[str, ...] = METRICS) -> None:
     """CSV atomically (+ a sources sidecar naming every metrics file behind each row)."""
-    columns = ["configuration", "seeds", *METRICS, *(f"{m}_std" for m in METRICS), "description"]
+    columns = ["configuration", "seeds", *metrics, *(f"{m}_std" for m in metrics), "description"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

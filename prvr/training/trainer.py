@@ -72,7 +72,8 @@ def train_epoch(model, loss_fn, loader, optimizer, scheduler, epoch: int, cfg: C
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            params = [*model.parameters(), *loss_fn.parameters()]
+            torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
         optimizer.step()
         scheduler.step()
         for name, value in terms.items():
@@ -84,8 +85,9 @@ def train_epoch(model, loss_fn, loader, optimizer, scheduler, epoch: int, cfg: C
 
 def _build(cfg: Config, n_train_videos: int):
     model = create_model(cfg.model).to(cfg.train.device)
-    loss_fn = create_loss(cfg.loss)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    loss_fn = create_loss(cfg.loss, hidden=cfg.model.hidden).to(cfg.train.device)
+    params = list(model.parameters()) + list(loss_fn.parameters())  # the loss may own a CBVA head
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     steps_per_epoch = math.ceil(n_train_videos / cfg.train.batch_size)
     schedule = warmup_linear(steps_per_epoch * cfg.train.epochs, cfg.train.warmup)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -108,6 +110,7 @@ def train(cfg: Config, seed: int, data: TrainData, out_dir: str | Path) -> dict:
     if (ckpt_dir / "last.pt").exists():
         saved = load_checkpoint(ckpt_dir / "last.pt", cfg_hash, seed)
         model.load_state_dict(saved["model"])
+        loss_fn.load_state_dict(saved["loss"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         set_rng_state(saved["rng"])
@@ -128,7 +131,8 @@ def train(cfg: Config, seed: int, data: TrainData, out_dir: str | Path) -> dict:
             state["best_sumr"], state["best_epoch"] = val["SumR"], epoch
             save_checkpoint(ckpt_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch})
         save_checkpoint(ckpt_dir / "last.pt", {
-            **state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            **state, "model": model.state_dict(), "loss": loss_fn.state_dict(),
+            "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "rng": rng_state(), "config_sha256": cfg_hash, "seed": seed})
     return _finish(cfg, seed, out_dir, state)
 

@@ -34,3 +34,21 @@ def clip_weights(wildcards):
 
 def run_metrics(ablation):
     return expand(f"{DATA}/runs/{ablation}/seed{{seed}}/metrics.json", seed=config["seeds"])
+
+
+def analysis_inputs(wildcards):
+    """The split the collapse analysis reads (config analysis.split); event kinds on the demo."""
+    split = config["analysis"]["split"]
+    inputs = {
+        "annotations": f"{DATA}/annotations/{split}.jsonl",
+        "captions": f"{DATA}/captions/{split}.caption.txt",
+        "video_feats": f"{DATA}/features/video_feats.h5",
+        "text_feats": f"{DATA}/features/text_feats.h5",
+    }
+    if config["dataset"] == "demo":
+        inputs["labels"] = f"{DATA}/annotations/event_labels.jsonl"
+    return inputs
+
+
+def run_collapse(ablation):
+    return expand(f"{DATA}/runs/{ablation}/seed{{seed}}/collapse.json", seed=config["seeds"])

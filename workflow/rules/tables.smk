@@ -16,3 +16,21 @@ rule ablation_table:
         "../../envs/report.yaml"
     script:
         "../scripts/ablation_table.py"
+
+
+rule collapse_table:
+    input:
+        unpack(lambda wildcards: {a: run_collapse(a) for a in config["ablations"]}),
+        reference=f"{DATA}/collapse/clip_input.json",
+        ablation_files=[str(ABLATION_DIR / f"{a}.yaml") for a in config["ablations"]],
+    output:
+        table="results/collapse.csv",
+        sources="results/collapse.sources.json",
+    params:
+        ablations=config["ablations"],
+    log:
+        "logs/collapse_table.log",
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/collapse_table.py"

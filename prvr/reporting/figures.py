@@ -1,0 +1,126 @@
+"""t-SNE "semantic collapse" figure: do a video's events stay apart in embedding space?
+
+Left panel: frame-token embeddings of a few test videos; right panel: their query (caption)
+embeddings; each panel is embedded to 2-D with its own t-SNE. Colour = video, marker = event
+within the video (small faint dots = tokens outside every event). Collapse shows as same-colour
+points with different markers lying on top of each other; a model that keeps events apart shows
+same-colour, different-marker groups as separate clumps.
+
+    videos = pick_videos({"v1": 3, "v2": 5, "v3": 1}, k=2)          # ["v1", "v2"]
+    collapse_figure(tokens, tok_video, tok_event, queries, q_video, q_event,
+                    "results/figures/collapse_baseline.png", title="baseline")
+
+sklearn and matplotlib (the `analysis` extra) are imported only when a figure is made.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from prvr.io import atomic_path
+
+MAX_VIDEOS = 10  # tab10 has ten colours
+EVENT_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "p")
+MIN_TSNE_POINTS = 5
+
+
+def tsne_2d(points, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
+    """2-D t-SNE (cosine metric, PCA init) of `points` (N, H), deterministic.
+
+    With PCA init sklearn's result does not depend on `seed` in practice; it is passed for safety.
+    """
+    from sklearn.manifold import TSNE
+
+    points = np.asarray(points, dtype=np.float64)  # (N, H)
+    if points.ndim != 2:
+        raise ValueError(f"points: expected a 2-D array (N, H), got shape {points.shape}")
+    n_points = points.shape[0]
+    if n_points < MIN_TSNE_POINTS:
+        raise ValueError(f"t-SNE needs at least {MIN_TSNE_POINTS} points, got {n_points}")
+    if not np.all(np.isfinite(points)):
+        raise ValueError("points: contains NaN or infinite values")
+    # sklearn needs perplexity < N; capping it at (N - 1) / 3 lets small panels (N >= 5) work.
+    tsne = TSNE(n_components=2, init="pca", random_state=seed, metric="cosine",
+                perplexity=min(perplexity, (n_points - 1) / 3))
+    return np.asarray(tsne.fit_transform(points), dtype=np.float64)  # (N, 2)
+
+
+def _check_panel(name: str, points, video, event) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Arrays of one panel, with one-line errors for bad shapes or labels."""
+    points = np.asarray(points, dtype=np.float64)  # (N, H)
+    video = np.asarray(video)  # (N,)
+    event = np.asarray(event)  # (N,)
+    if points.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array (N, H), got shape {points.shape}")
+    for label, values in ((f"{name}_video", video), (f"{name}_event", event)):
+        if values.shape != (points.shape[0],):
+            raise ValueError(f"{label}: expected shape ({points.shape[0]},) to match {name}, "
+                             f"got {values.shape}")
+        if values.size and not np.issubdtype(values.dtype, np.integer):
+            raise ValueError(f"{label}: expected integer labels, got dtype {values.dtype}")
+    if points.shape[0] < MIN_TSNE_POINTS:
+        raise ValueError(f"{name}: t-SNE needs at least {MIN_TSNE_POINTS} points, got {points.shape[0]}")
+    if video.min() < 0:
+        raise ValueError(f"{name}_video: video indices must be >= 0, got {video.min()}")
+    if event.min() < -1:
+        raise ValueError(f"{name}_event: event indices must be >= -1, got {event.min()}")
+    return points, video, event
+
+
+def _draw_panel(ax, xy, video, event, panel_title: str, colours) -> None:
+    """Scatter one panel: colour by video, marker by event, outside-event tokens small and faint."""
+    for v in np.unique(video):
+        colour = colours(int(v))
+        outside = (video == v) & (event < 0)  # (N,)
+        ax.scatter(xy[outside, 0], xy[outside, 1], s=6, marker=".", color=colour, alpha=0.3)
+        for e in np.unique(event[(video == v) & (event >= 0)]):
+            inside = (video == v) & (event == e)  # (N,)
+            ax.scatter(xy[inside, 0], xy[inside, 1], s=24, color=colour, alpha=0.85,
+                       marker=EVENT_MARKERS[int(e) % len(EVENT_MARKERS)], edgecolors="none")
+    ax.set_title(panel_title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def collapse_figure(frame_tokens, frame_video, frame_event, queries, query_video, query_event,
+                    out_path, title: str, seed: int = 0, *, video_names=None) -> None:
+    """Write the two-panel t-SNE PNG (frame tokens | queries) atomically to `out_path`.
+
+    `video_names` (optional, length K) labels the legend; default "video 0" ... "video K-1".
+    """
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    frame_tokens, frame_video, frame_event = _check_panel("frame", frame_tokens, frame_video, frame_event)
+    queries, query_video, query_event = _check_panel("query", queries, query_video, query_event)
+    n_videos = int(max(frame_video.max(), query_video.max())) + 1
+    if n_videos > MAX_VIDEOS:
+        raise ValueError(f"frame_video/query_video: at most {MAX_VIDEOS} videos can be coloured, got {n_videos}")
+    if video_names is None:
+        video_names = [f"video {v}" for v in range(n_videos)]
+    elif len(video_names) != n_videos:
+        raise ValueError(f"video_names: expected {n_videos} names, got {len(video_names)}")
+
+    colours = colormaps["tab10"]
+    fig = Figure(figsize=(11, 5))
+    left, right = fig.subplots(1, 2)
+    _draw_panel(left, tsne_2d(frame_tokens, seed), frame_video, frame_event, "video frame tokens", colours)
+    _draw_panel(right, tsne_2d(queries, seed), query_video, query_event, "queries", colours)
+    handles = [Line2D([], [], linestyle="", marker="o", color=colours(v), label=str(video_names[v]))
+               for v in range(n_videos)]
+    right.legend(handles=handles, fontsize="small", loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+
+    with atomic_path(out_path) as tmp:  # creates the parent folder; no temp file left on error
+        fig.savefig(tmp, format="png", dpi=120)
+
+
+def pick_videos(event_counts: dict[str, int], k: int) -> list[str]:
+    """The k videos with the most events (ties: smaller id first), returned in ascending id order."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k: expected a positive integer, got {k!r}")
+    if not event_counts:
+        raise ValueError("event_counts: no videos to pick from")
+    ranked = sorted(event_counts, key=lambda vid: (-event_counts[vid], vid))
+    return sorted(ranked[:k])
