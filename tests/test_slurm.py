@@ -135,13 +135,14 @@ def runs(cluster, tmp_path_factory):
 
 def test_every_step_ran_as_a_slurm_job(runs):
     submitted_rules = {rule for _, rule in SUBMITTED.findall(runs.slurm_log)}
-    assert {"generate_corpus", "video_features_shard", "text_features", "train", "evaluate"} <= submitted_rules
+    assert {"generate_corpus", "video_features_shard", "text_features", "train", "evaluate", "collapse",
+            "tsne"} <= submitted_rules
     assert re.findall(r"^localrule (\w+):", runs.slurm_log, re.M) == ["default"]  # the target rule, no work
 
 
 def test_slurm_run_equals_local_run(runs):
-    table = "results/ablation.csv"
-    assert (runs.slurm / table).read_bytes() == (runs.local / table).read_bytes()
+    for table in ("results/ablation.csv", "results/collapse.csv"):
+        assert (runs.slurm / table).read_bytes() == (runs.local / table).read_bytes(), table
     local = json.loads((runs.local / RUN_DIR / "metrics.json").read_text())
     slurm = json.loads((runs.slurm / RUN_DIR / "metrics.json").read_text())
     for key in ("metrics", "n_queries", "n_videos"):
