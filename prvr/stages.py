@@ -147,7 +147,10 @@ def collapse_run(model_path: Path | None, cfg: Config, split: str, annotation_fi
     from prvr.provenance import provenance
     model, cfg, seed, dataset, moments = _analysis_inputs(model_path, cfg, annotation_file, captions,
                                                           video_feats, text_feats, labels_file)
-    metrics = analyse(model, dataset, moments, cfg.eval.batch_size, cfg.train.device)
+    try:
+        metrics = analyse(model, dataset, moments, cfg.eval.batch_size, cfg.train.device)
+    except ValueError as err:  # e.g. a zero or non-finite embedding
+        raise PrvrError(f"{out}: collapse analysis of {model_path or video_feats} failed: {err}") from None
     inputs = {"annotations": annotation_file, "captions": captions, "video_feats": video_feats,
               "text_feats": text_feats, **({"model": model_path} if model_path else {}),
               **({"event_labels": labels_file} if labels_file else {})}
@@ -171,5 +174,8 @@ def tsne_run(model_path: Path | None, cfg: Config, split: str, annotation_file: 
     chosen = pick_videos({v: len(index.captions[v]) for v in index.videos}, analysis.tsne_videos)
     emb = split_embeddings(model, dataset, cfg.eval.batch_size, cfg.train.device)
     points = figure_points(emb, moments, [index.videos.index(v) for v in chosen])
-    collapse_figure(**points, out_path=out, title=title, seed=analysis.tsne_seed, video_names=chosen)
+    try:
+        collapse_figure(**points, out_path=out, title=title, seed=analysis.tsne_seed, video_names=chosen)
+    except ValueError as err:  # e.g. too few captions for t-SNE with a small analysis.tsne_videos
+        raise PrvrError(f"{out}: cannot draw the t-SNE figure of {', '.join(chosen)}: {err}") from None
     return chosen

@@ -77,6 +77,19 @@ def test_collapse_table_and_figures(run):
         assert (run / f"results/figures/tsne_{name}.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_tsne_with_too_few_captions_is_one_line_error(run, tmp_path):
+    """One video's 3-4 captions are too few for t-SNE: the stage says so in one line."""
+    cfg = tmp_path / "one_video.yaml"
+    cfg.write_text("analysis: {tsne_videos: 1}\n")
+    proc = subprocess.run([sys.executable, "-m", "prvr.cli", "tsne", "--config", str(cfg), "--data",
+                           str(run / "results/demo"), "--out", str(tmp_path / "t.png")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "t-SNE" in lines[0] and "demo_test_" in lines[0]
+    assert not (tmp_path / "t.png").exists()
+
+
 def test_features_follow_the_authors_layout(run):
     import h5py
     data = run / "results/demo"

@@ -37,6 +37,9 @@ from prvr.evaluation import collapse
 from prvr.evaluation.evaluate import encode_queries, encode_videos
 
 
+QUERY_CHUNK = 512  # queries whose (N, H) video tokens are gathered at once: bounded memory at TVR size
+
+
 class AnalysisError(PrvrError, ValueError):
     """The analysis inputs do not fit together; the message names what is missing."""
 
@@ -109,9 +112,6 @@ def split_moments(index: SplitIndex, queries: dict[str, Query], n_frames: dict[s
 
 def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-QUERY_CHUNK = 512  # queries whose (N, H) video tokens are gathered at once: bounded memory at TVR size
 
 
 def _chunks(n: int):
