@@ -287,7 +287,25 @@ def test_factory_defaults_and_bad_settings():
         create_loss(LossConfig(cbva=replace(CbvaConfig(), adaptive=AdaptiveConfig(form="x"))))
     with pytest.raises(ConfigError, match="segment_choices"):
         CbvaLoss(CbvaConfig(adaptive=AdaptiveConfig(segment_choices=(5, 8))))
+    with pytest.raises(ConfigError, match="loss.cbva.head"):
+        create_loss(LossConfig(cbva=CbvaConfig(head="mlp")))
+    with pytest.raises(ConfigError, match="hidden size"):  # the head needs the model's token size
+        create_loss(LossConfig(cbva=CbvaConfig(enabled=True, head="linear")))
+    assert create_loss(LossConfig(cbva=CbvaConfig(enabled=True, head="none"))).parts[-1].head is None
     with pytest.raises(ValueError, match="padded segment"):
         within = CbvaLoss(CbvaConfig(head="none"))
         within(frame_tokens=FRAMES, segment_tokens=SEGMENTS, frame_to_segment=LABELS,
                segment_mask=torch.tensor([[True, False]]))
+
+
+def test_head_projects_both_branches_before_the_contrast():
+    """head "linear" (the authors' vproj_clip): CBVA of head(f) and head(c), one shared layer."""
+    torch.manual_seed(0)
+    loss = CbvaLoss(CbvaConfig(weight=1.0, head="linear"), hidden=2).double()
+    with torch.no_grad():
+        loss.head.weight.copy_(torch.tensor([[2.0, -1.0], [0.5, 3.0]]))
+        loss.head.bias.copy_(torch.tensor([0.1, -0.2]))
+    value = loss(frame_tokens=FRAMES, clip_tokens=SEGMENTS, frame_to_clip=LABELS)["cbva"]
+    expected = within_video_cbva(loss.head(FRAMES), loss.head(SEGMENTS), LABELS, MASK)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-12)
+    assert value.item() != pytest.approx(within_video_cbva(FRAMES, SEGMENTS, LABELS, MASK).item())
