@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from prvr.config import load_config
+from prvr.data.annotations import read_tvr_jsonl
 from prvr.evaluation.analysis import event_embeddings, split_embeddings
 from prvr.stages import _analysis_inputs, event_labels
 
@@ -29,7 +30,7 @@ def split_events(cfg, data: Path, split: str) -> tuple[np.ndarray, np.ndarray, d
     _, _, _, dataset, moments = _analysis_inputs(None, cfg, annotations, data / f"captions/{split}.caption.txt",
                                                  data / "features/video_feats.h5",
                                                  data / "features/text_feats.h5", labels_file)
-    labels = event_labels(annotations, labels_file)
+    labels = event_labels(read_tvr_jsonl(annotations), labels_file)
     emb = split_embeddings(None, dataset)
     video, keep = event_embeddings(emb["frame_tokens"], moments)
     ids = [dataset.index.caption_ids[i] for i in keep]

@@ -102,11 +102,10 @@ def evaluate_run(model_path: Path, captions: Path, video_feats: Path, text_feats
 EVENT_LABELS = ("kind", "shape", "motion", "colour", "scene")  # the demo's hidden labels analysed
 
 
-def event_labels(annotation_file: Path, labels_file: Path) -> dict[str, dict[str, str]]:
-    """caption id -> {label: value} for EVENT_LABELS, from the demo corpus's hidden event labels
-    (matched by desc_id)."""
+def event_labels(queries, labels_file: Path) -> dict[str, dict[str, str]]:
+    """caption id -> {label: value} for EVENT_LABELS of the given annotation rows (Query), from the demo
+    corpus's hidden event labels (matched by desc_id)."""
     import json
-    from prvr.data.annotations import read_tvr_jsonl
     try:
         by_desc = {}
         for line in Path(labels_file).read_text().splitlines():
@@ -114,7 +113,7 @@ def event_labels(annotation_file: Path, labels_file: Path) -> dict[str, dict[str
             by_desc[row["desc_id"]] = {name: str(row[name]) for name in EVENT_LABELS}
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise PrvrError(f"{labels_file}: not an event label file ({type(err).__name__}: {err})") from None
-    return {q.caption_id: by_desc[q.desc_id] for q in read_tvr_jsonl(annotation_file) if q.desc_id in by_desc}
+    return {q.caption_id: by_desc[q.desc_id] for q in queries if q.desc_id in by_desc}
 
 
 def _analysis_inputs(model_path: Path | None, cfg: Config, annotation_file: Path, captions: Path,
@@ -134,8 +133,9 @@ def _analysis_inputs(model_path: Path | None, cfg: Config, annotation_file: Path
     dataset = PRVRDataset(captions, video_feats, text_feats, cfg.model.frame_tokens)
     with FeatureStore(video_feats) as store:
         n_frames = {v: store.shape(v)[0] for v in dataset.index.videos}
-    queries = {q.caption_id: q for q in read_tvr_jsonl(annotation_file)}
-    labels = event_labels(annotation_file, labels_file) if labels_file is not None else None
+    rows = read_tvr_jsonl(annotation_file)
+    queries = {q.caption_id: q for q in rows}
+    labels = event_labels(rows, labels_file) if labels_file is not None else None
     moments = split_moments(dataset.index, queries, n_frames, cfg.model.frame_tokens, labels)
     return model, cfg, seed, dataset, moments
 

@@ -71,8 +71,8 @@ def train_epoch(model, loss_fn, loader, optimizer, scheduler, epoch: int, cfg: C
         loss = sum(terms.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.train.grad_clip > 0:
-            params = [*model.parameters(), *loss_fn.parameters()]
+        if cfg.train.grad_clip > 0:  # what the optimizer updates: the model and the loss's own head
+            params = [p for group in optimizer.param_groups for p in group["params"]]
             torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
         optimizer.step()
         scheduler.step()
