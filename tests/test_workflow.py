@@ -125,6 +125,11 @@ def test_unknown_ablation_is_named(tmp_path):
     assert proc.returncode != 0 and "nosuch" in proc.stdout + proc.stderr
 
 
+def test_reference_name_is_reserved(tmp_path):
+    proc = snakemake(tmp_path, "-n", "--config", "ablations=[clip_input]", check=False)
+    assert proc.returncode != 0 and "reserved" in proc.stdout + proc.stderr
+
+
 def test_lint_is_clean():
     proc = subprocess.run([*SNAKEMAKE, "--lint", "--snakefile", str(REPO / "Snakefile")], cwd=REPO,
                           capture_output=True, text=True, timeout=300)

@@ -118,15 +118,17 @@ def _chunks(n: int):
     return (slice(start, min(start + QUERY_CHUNK, n)) for start in range(0, n, QUERY_CHUNK))
 
 
-def _best_token_hit(queries: np.ndarray, tokens: np.ndarray, query_video: np.ndarray,
-                    overlap: np.ndarray) -> float:
-    """queries (Q, H), tokens (V, N, H), overlap (Q, N) -> localization hit rate over all queries."""
-    hits = 0.0
+def _localization(queries: np.ndarray, tokens: np.ndarray, query_video: np.ndarray,
+                  overlap: np.ndarray) -> tuple[float, float]:
+    """queries (Q, H), tokens (V, N, H), overlap (Q, N) -> (hit rate, chance) over all queries."""
+    hits = chance = 0.0
     for part in _chunks(len(queries)):
         scores = np.einsum("qh,qnh->qn", _normalise(queries[part]),
                            _normalise(tokens[query_video[part]]))  # (q, N)
-        hits += collapse.localization(scores, overlap[part])["hit_rate"] * len(scores)
-    return hits / len(queries)
+        out = collapse.localization(scores, overlap[part])
+        hits += out["hit_rate"] * len(scores)
+        chance += out["chance"] * len(scores)
+    return hits / len(queries), chance / len(queries)
 
 
 def _moment_contrast(frame_tokens: np.ndarray, moments: SplitMoments) -> dict[str, float]:
@@ -168,13 +170,12 @@ def collapse_record(queries: np.ndarray, frame_tokens: np.ndarray, teacher: np.n
     """The module docstring's keys from queries (Q, H), frame tokens (V, N, H), teacher (Q, D)."""
     contrast = _moment_contrast(frame_tokens, moments)
     record = {"frame_contrast": contrast["contrast"], "frame_within": contrast["within"],
-              "frame_between": contrast["between"],
-              "frame_hit": _best_token_hit(queries, frame_tokens, moments.query_video, moments.overlap),
-              "frame_hit_chance": moments.overlap.mean(axis=1).mean()}
+              "frame_between": contrast["between"]}
+    record["frame_hit"], record["frame_hit_chance"] = _localization(
+        queries, frame_tokens, moments.query_video, moments.overlap)
     if clip_tokens is not None and frame_to_clip is not None:
-        overlap = clip_overlap(moments, frame_to_clip)  # (Q, Nc)
-        record["clip_hit"] = _best_token_hit(queries, clip_tokens, moments.query_video, overlap)
-        record["clip_hit_chance"] = overlap.mean(axis=1).mean()
+        record["clip_hit"], record["clip_hit_chance"] = _localization(
+            queries, clip_tokens, moments.query_video, clip_overlap(moments, frame_to_clip))
     sim = collapse.cosine_matrix(queries, queries)  # (Q, Q)
     record["text_sibling_pct"] = collapse.relation_percentile(sim, moments.sibling)["percentile"]
     record["text_teacher_corr"] = collapse.structure_correlation(queries, teacher)

@@ -11,6 +11,9 @@ REPO = Path(workflow.current_basedir).parents[1]
 ABLATION_DIR = REPO / "config" / "ablations"
 DATA = f"results/{config['dataset']}"
 SPLITS = ["train", "val", "test"]
+REFERENCE = "clip_input"  # the untrained reference row and figure: CLIP input features, no model
+if REFERENCE in config["ablations"]:
+    raise ValueError(f"config ablations: {REFERENCE!r} is reserved for the untrained reference row")
 
 
 def ablation_file(wildcards):
@@ -32,8 +35,9 @@ def clip_weights(wildcards):
     return []
 
 
-def run_metrics(ablation):
-    return expand(f"{DATA}/runs/{ablation}/seed{{seed}}/metrics.json", seed=config["seeds"])
+def run_files(ablation, name):
+    """One file per seed of a configuration's runs, e.g. run_files("baseline", "metrics.json")."""
+    return expand(f"{DATA}/runs/{ablation}/seed{{seed}}/{name}", seed=config["seeds"])
 
 
 def analysis_inputs(wildcards):
@@ -50,5 +54,9 @@ def analysis_inputs(wildcards):
     return inputs
 
 
-def run_collapse(ablation):
-    return expand(f"{DATA}/runs/{ablation}/seed{{seed}}/collapse.json", seed=config["seeds"])
+def tsne_inputs(wildcards):
+    """The figure of a configuration reads its first seed's model; the reference's reads none."""
+    inputs = analysis_inputs(wildcards)
+    if wildcards.ablation != REFERENCE:
+        inputs["model"] = f"{DATA}/runs/{wildcards.ablation}/seed{config['seeds'][0]}/model.pt"
+    return inputs

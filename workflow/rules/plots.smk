@@ -1,5 +1,6 @@
 # Stage 6: semantic-collapse diagnostics of every trained model and of the CLIP input features
-# (prvr.evaluation.analysis), and t-SNE figures of a few videos per configuration.
+# (prvr.evaluation.analysis), and t-SNE figures of a few videos per configuration and of the reference
+# (ablation wildcard "clip_input": no model).
 
 
 rule collapse:
@@ -37,31 +38,13 @@ rule collapse_reference:
 
 rule tsne:
     input:
-        unpack(analysis_inputs),
-        model=lambda wildcards: f"{DATA}/runs/{wildcards.ablation}/seed{config['seeds'][0]}/model.pt",
+        unpack(tsne_inputs),
     output:
         "results/figures/tsne_{ablation}.png",
     params:
         split=config["analysis"]["split"],
     log:
         "logs/tsne/{ablation}.log",
-    wildcard_constraints:
-        ablation=r"(?!clip_input$)[^/]+",
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/tsne.py"
-
-
-rule tsne_reference:
-    input:
-        unpack(analysis_inputs),
-    output:
-        "results/figures/tsne_clip_input.png",
-    params:
-        split=config["analysis"]["split"],
-    log:
-        "logs/tsne/clip_input.log",
     conda:
         "../../envs/analysis.yaml"
     script:

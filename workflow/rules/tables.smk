@@ -3,7 +3,7 @@
 
 rule ablation_table:
     input:
-        unpack(lambda wildcards: {a: run_metrics(a) for a in config["ablations"]}),
+        unpack(lambda wildcards: {a: run_files(a, "metrics.json") for a in config["ablations"]}),
         ablation_files=[str(ABLATION_DIR / f"{a}.yaml") for a in config["ablations"]],
     output:
         table="results/ablation.csv",
@@ -20,7 +20,7 @@ rule ablation_table:
 
 rule collapse_table:
     input:
-        unpack(lambda wildcards: {a: run_collapse(a) for a in config["ablations"]}),
+        unpack(lambda wildcards: {a: run_files(a, "collapse.json") for a in config["ablations"]}),
         reference=f"{DATA}/collapse/clip_input.json",
         ablation_files=[str(ABLATION_DIR / f"{a}.yaml") for a in config["ablations"]],
     output:

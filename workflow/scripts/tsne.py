@@ -12,7 +12,7 @@ def main(smk, cfg):
     inp = smk.input
     model = Path(inp.model) if "model" in inp.keys() else None
     labels = Path(inp.labels) if "labels" in inp.keys() else None
-    name = smk.wildcards.get("ablation", "clip_input")
+    name = smk.wildcards.ablation
     tsne_run(model, cfg, smk.params.split, Path(inp.annotations), Path(inp.captions), Path(inp.video_feats),
              Path(inp.text_feats), labels, Path(smk.output[0]), title=f"{name} ({smk.params.split} split)")
 
