@@ -89,15 +89,32 @@ class MergingConfig:
 
 @dataclass
 class ModelConfig:
-    """GMMFormer-v2-style PRVR model (prvr.models)."""
-    name: str = field(default="gmmformer_v2", metadata={"choices": ("gmmformer_v2",)})
+    """The PRVR model (prvr.models), by `name`:
+
+    "gmmformer_v2": the released GMMFormer-v2 / MSC_PRVR architecture (prvr.models.gmmformer_v2):
+      each branch a block of 1 + len(gauss_widths) complete transformer layers in parallel (the
+      first without window), Gaussian windows multiplying the logits, fused per position by a
+      learned token shared by both branches, softmax at `fusion_temperature`.
+    "gmmformer_v2_lite": this project's lighter encoder (prvr.models.gmmformer): one attention
+      module with the windows as log priors, one FFN, a per-token linear fusion (not the authors').
+
+    input_norm "l2" (authors' loader): every text token, resampled frame and clip-branch token is
+    divided by (its L2 norm + 1e-5) before the model; "none": raw features.
+    input_dropout: dropout of the input projections and positional embeddings (authors: 0.2);
+    dropout: attention probabilities and hidden layers (authors: 0.2).
+    """
+    name: str = field(default="gmmformer_v2",
+                      metadata={"choices": ("gmmformer_v2", "gmmformer_v2_lite")})
     input_dim: int = 64
     hidden: int = 384
     heads: int = 4
     frame_tokens: int = 128
     clip_tokens: int = 32
-    gauss_widths: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
-    dropout: float = 0.1
+    gauss_widths: tuple[float, ...] = (0.5, 1.0, 5.0, 10.0, 3.0, 0.1, 8.0)
+    fusion_temperature: float = 0.09
+    input_norm: str = field(default="l2", metadata={"choices": ("l2", "none")})
+    input_dropout: float = 0.2
+    dropout: float = 0.2
     max_query_len: int = 77
     merging: MergingConfig = field(default_factory=MergingConfig)
 
@@ -171,12 +188,28 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    """Training loop (prvr.training)."""
+    """Training loop (prvr.training).
+
+    optimizer "bert_adam" (authors' code): Adam without bias correction, eps 1e-6, each parameter
+    tensor's gradient clipped to norm `grad_clip` separately; "adamw": torch AdamW (bias
+    correction, eps 1e-8) after one global gradient-norm clip at `grad_clip`.
+    weight_decay_groups "authors": no decay on biases and on the input LayerNorms (the modules the
+    released code names LayerNorm); "all": decay on every parameter.
+    schedule "bert" (authors' warmup_linear): lr factor p / warmup, then (1 - p) / (1 - warmup)
+    at progress p = step / total_steps, so the first step has lr 0; "shifted" (this project's
+    earlier schedule): (step + 1) / ceil(total_steps * warmup) during warm-up, so step k gets
+    bert's warm-up factor of step k + 1, then linear decay to 0.
+    early_stop: stop once more than this many epochs in a row fail to beat the best val SumR
+    (authors' max_es_cnt: 10 -> training stops after the 11th failing epoch).
+    """
     epochs: int = 100
     batch_size: int = 128
     lr: float = 3e-4
     warmup: float = 0.01
     weight_decay: float = 0.01
+    optimizer: str = field(default="bert_adam", metadata={"choices": ("bert_adam", "adamw")})
+    weight_decay_groups: str = field(default="authors", metadata={"choices": ("authors", "all")})
+    schedule: str = field(default="bert", metadata={"choices": ("bert", "shifted")})
     early_stop: int = 10
     grad_clip: float = 1.0
     device: str = "cpu"
@@ -185,11 +218,18 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Scoring and metrics (prvr.evaluation)."""
+    """Scoring and metrics (prvr.evaluation).
+
+    ties: how a query's rank counts candidates scored exactly like its relevant video:
+    "expected" (default) the mean rank under uniformly random tie-breaking, so R@K adds
+    P(rank <= K) = clip((K - h) / (t + 1), 0, 1) for h strictly higher and t tied candidates;
+    "optimistic" ignores tied candidates; "pessimistic" ranks every tied candidate first.
+    """
     w_clip: float = 0.4
     w_frame: float = 0.6
     ks: tuple[int, ...] = (1, 5, 10, 100)
     batch_size: int = 512
+    ties: str = field(default="expected", metadata={"choices": ("expected", "optimistic", "pessimistic")})
 
 
 @dataclass

@@ -78,7 +78,8 @@ def train_run(cfg: Config, seed: int, data, out_dir: Path, inputs: dict) -> dict
 
 def evaluate_run(model_path: Path, captions: Path, video_feats: Path, text_feats: Path, out: Path,
                  split: str = "test", inputs: dict | None = None) -> dict:
-    """Evaluate model.pt on a split; metrics JSON carries its own provenance block."""
+    """Evaluate model.pt on a split; metrics JSON carries its own provenance block, the tie rule
+    (the model's config eval.ties) and the number of queries whose relevant video had tied candidates."""
     from prvr.data.dataset import PRVRDataset
     from prvr.evaluation.evaluate import evaluate_split
     from prvr.provenance import provenance
@@ -86,11 +87,11 @@ def evaluate_run(model_path: Path, captions: Path, video_feats: Path, text_feats
     from prvr.training.trainer import model_from_saved
     saved = torch.load(model_path, map_location="cpu", weights_only=False)
     model, cfg = model_from_saved(saved, str(model_path))
-    dataset = PRVRDataset(captions, video_feats, text_feats, cfg.model.frame_tokens)
+    dataset = PRVRDataset(captions, video_feats, text_feats, cfg.model.frame_tokens, max_query_len=cfg.model.max_query_len)
     metrics = evaluate_split(model, dataset, cfg.eval, cfg.train.device)
     seed = int(saved["seed"])
     record = {"split": split, "n_queries": len(dataset.index.caption_ids), "n_videos": len(dataset),
-              "metrics": metrics, "tie_rule": "optimistic: rank = 1 + #candidates scored strictly higher",
+              "metrics": metrics, "tie_rule": cfg.eval.ties, "queries_with_ties": metrics["queries_with_ties"],
               "provenance": provenance(cfg, seed, {"model": model_path, "captions": captions,
                                                    "video_feats": video_feats, "text_feats": text_feats,
                                                    **(inputs or {})})}
@@ -130,7 +131,7 @@ def _analysis_inputs(model_path: Path | None, cfg: Config, annotation_file: Path
         saved = torch.load(model_path, map_location="cpu", weights_only=False)
         model, cfg = model_from_saved(saved, str(model_path))
         seed = int(saved["seed"])
-    dataset = PRVRDataset(captions, video_feats, text_feats, cfg.model.frame_tokens)
+    dataset = PRVRDataset(captions, video_feats, text_feats, cfg.model.frame_tokens, max_query_len=cfg.model.max_query_len)
     with FeatureStore(video_feats) as store:
         n_frames = {v: store.shape(v)[0] for v in dataset.index.videos}
     rows = read_tvr_jsonl(annotation_file)

@@ -12,14 +12,36 @@ from prvr.evaluation.analysis import (AnalysisError, collapse_record, figure_poi
 
 
 def test_token_intervals_by_hand():
-    np.testing.assert_allclose(token_intervals(6, 3), [[0, 1 / 3], [1 / 3, 2 / 3], [2 / 3, 1]])
+    # 6 -> 3: edges 0, 2, 4, 6 -> 5: frames {0, 1}, {2, 3}, {4}; frame 5 in no token
+    np.testing.assert_allclose(token_intervals(6, 3), [[0, 2 / 6], [2 / 6, 4 / 6], [4 / 6, 5 / 6]])
+    # 2 -> 4: i * 2 / 4 = 0, .5, 1, 1.5 -> 0, 0, 1, 2 -> 1 (half to even, clamped): frames 0, 0, 1, 1
     np.testing.assert_allclose(token_intervals(2, 4), [[0, .5], [0, .5], [.5, 1], [.5, 1]])
+    # 3 -> 6: 0, .5, 1, 1.5, 2, 2.5 -> frames 0, 0, 1, 2, 2, 2 (floor would give 0, 0, 1, 1, 2, 2)
+    third = 1 / 3
+    np.testing.assert_allclose(token_intervals(3, 6), [[0, third], [0, third], [third, 2 * third],
+                                                      [2 * third, 1], [2 * third, 1], [2 * third, 1]])
     np.testing.assert_allclose(token_intervals(4, 4), [[0, .25], [.25, .5], [.5, .75], [.75, 1]])
     with pytest.raises(AnalysisError):
         token_intervals(0, 4)
 
 
-@pytest.mark.parametrize("n_frames,n_tokens", [(37, 8), (8, 8), (5, 8), (100, 32)])
+def test_token_intervals_37_and_200_frames_to_128_tokens():
+    """Hand rule (Python's round is half to even, like the authors' torch.round): T = 37 < 128: token i
+    is frame min(round(i 37 / 128), 36); T = 200 > 128: frames round(i 200 / 128)..next edge - 1, the
+    last edge clamped to 199, so frame 199 is in no token."""
+    frames_37 = [min(round(i * 37 / 128), 36) for i in range(128)]
+    expected = np.array([[f, f + 1] for f in frames_37]) / 37
+    np.testing.assert_allclose(token_intervals(37, 128), expected)
+    assert frames_37[64] == 18  # 18.5 -> 18
+    edges = [round(i * 200 / 128) for i in range(128)] + [199]
+    expected = np.array([[edges[i], edges[i + 1]] for i in range(128)]) / 200
+    got = token_intervals(200, 128)
+    np.testing.assert_allclose(got, expected)
+    np.testing.assert_allclose(got[-1], [198 / 200, 199 / 200])  # frame 198 alone
+
+
+@pytest.mark.parametrize("n_frames,n_tokens", [(37, 8), (8, 8), (5, 8), (100, 32), (3, 6), (37, 128),
+                                               (200, 128), (129, 128), (95, 10), (1, 4)])
 def test_token_intervals_match_resampling(n_frames, n_tokens):
     """Token j of resample_frames is the mean of exactly the frames inside its interval."""
     feats = np.random.default_rng(0).normal(size=(n_frames, 3))
@@ -27,6 +49,7 @@ def test_token_intervals_match_resampling(n_frames, n_tokens):
     frame_centres = (np.arange(n_frames) + 0.5) / n_frames
     for j, (start, end) in enumerate(token_intervals(n_frames, n_tokens)):
         held = (frame_centres >= start) & (frame_centres < end)
+        assert held.any()
         np.testing.assert_allclose(tokens[j], feats[held].mean(axis=0), rtol=1e-5)
 
 
@@ -48,7 +71,7 @@ def test_split_moments_labels():
     m = split_moments(index, queries, {"a": 8, "b": 4}, n_tokens=4,
                       labels={c: {"kind": k, "video": c[0]} for c, k in kinds.items()})
     assert m.query_video.tolist() == [0, 0, 0, 1, 1]
-    # video a: tokens [0,2) [2,4) [4,6) [6,8) s, centres 1 3 5 7
+    # video a: tokens [0,2) [2,4) [4,6) [6,7) s (frame 7 in no token), centres 1 3 5 6.5
     assert m.inside[0].tolist() == [True, True, False, False]
     assert m.inside[2].tolist() == [False, True, True, False]
     assert m.overlap[2].tolist() == [False, True, True, False]  # [2, 6) touches [0,2) only at 2

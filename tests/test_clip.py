@@ -106,7 +106,8 @@ def test_token_features_of_custom_text_clip():
     tokens = encode_text_tokens(custom, CAPTIONS[:3])
     with torch.no_grad():
         pooled = custom.model.encode_text(custom.tokenizer(CAPTIONS[:3])).numpy()
-    np.testing.assert_allclose(np.stack([t[-1] for t in tokens]), pooled, rtol=1e-5, atol=1e-6)
+    # the two paths batch the matmuls differently: float32 rounding differs by ~1e-6 on some CPUs
+    np.testing.assert_allclose(np.stack([t[-1] for t in tokens]), pooled, rtol=1e-4, atol=1e-5)
 
 
 def test_text_token_features_are_differentiable(encoder):

@@ -1,4 +1,4 @@
-"""Tests of the GMMFormer-v2-style model (prvr.models): shapes, padding invariance, determinism,
+"""Tests of the lighter GMMFormer-v2-style model (gmmformer_v2_lite) (prvr.models): shapes, padding invariance, determinism,
 clip pooling, token merging in the clip branch, log(size) attention, Gaussian windows and input
 checks.
 Run: .venv/bin/python -m pytest tests/test_models.py -q
@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from prvr.config import MergingConfig, ModelConfig
-from prvr.models import (GMMFormerV2, ModelInputError, PooledTokens, create_model,
+from prvr.models import (GMMFormerV2Lite, ModelInputError, PooledTokens, create_model,
                          uniform_clip_pool, uniform_segments)
 from prvr.models.attention import (GaussianMixtureAttention, MultiHeadAttention,
                                    gaussian_log_prior, token_centres)
-from prvr.models.gmmformer import MergingClipPooler
+from prvr.models.common import MergingClipPooler, l2_normalise
 from prvr.models.token_merging import MergingError, merge_stages
 
-CFG = ModelConfig(input_dim=16, hidden=32, heads=4, frame_tokens=12, clip_tokens=4,
-                  gauss_widths=(0.5, 1.0, 2.0), dropout=0.1, max_query_len=10)
+CFG = ModelConfig(name="gmmformer_v2_lite", input_dim=16, hidden=32, heads=4, frame_tokens=12,
+                  clip_tokens=4, gauss_widths=(0.5, 1.0, 2.0), dropout=0.1, max_query_len=10)
 MERGE_CFG = replace(CFG, merging=MergingConfig(enabled=True, stages=(8, 6, 4)))
 
 
@@ -137,7 +137,7 @@ def test_model_uses_a_custom_clip_pooler():
         return PooledTokens(frame_feats[:, :n_tokens], sizes, labels)
 
     torch.manual_seed(0)
-    model = GMMFormerV2(CFG, clip_pooler=first_frames).eval()
+    model = GMMFormerV2Lite(CFG, clip_pooler=first_frames).eval()
     out = model.encode_videos(torch.randn(2, 12, CFG.input_dim))
     assert calls == [4] and out["clip_sizes"][0].tolist() == [1, 1, 2, 8]
     assert out["clip_tokens"].shape == (2, 4, 32)
@@ -210,7 +210,7 @@ def test_segment_keys_default_to_the_clip_branch():
     assert torch.equal(out["frame_to_segment"], out["frame_to_clip"])
     assert out["segment_mask"].dtype == torch.bool and out["segment_mask"].all()
     assert out["segment_mask"].shape == (3, 4)
-    assert torch.allclose(out["merged_inputs"], uniform_clip_pool(frames, 4).features)
+    assert torch.allclose(out["merged_inputs"], l2_normalise(uniform_clip_pool(frames, 4).features))
 
 
 def test_merging_model_uses_merged_tokens():
@@ -220,7 +220,7 @@ def test_merging_model_uses_merged_tokens():
     out = model(frames, queries, mask)
     expected = merge_stages(frames, (8, 6, 4))
     assert out["clip_tokens"].shape == (4, 4, 32) and out["segment_tokens"].shape == (4, 4, 32)
-    assert torch.allclose(out["merged_inputs"], expected.features)
+    assert torch.allclose(out["merged_inputs"], l2_normalise(expected.features))  # merged raw, then normalised
     assert torch.equal(out["clip_sizes"], expected.sizes)
     assert torch.equal(out["frame_to_clip"], expected.frame_to_token)
     assert torch.equal(out["frame_to_segment"], out["frame_to_clip"])

@@ -83,9 +83,12 @@ def test_checkpoint_of_other_config_is_refused(tmp_path, data):
         train(_cfg(epochs=1), 2, data, tmp_path / "r")
 
 
-def test_early_stopping_and_model_round_trip(tmp_path, data):
-    summary = train(_cfg(epochs=30, early_stop=1, lr=1e-9), 1, data, tmp_path / "r")
-    assert summary["epochs_run"] < 30
-    assert summary["epochs_run"] == summary["best_epoch"] + 2
+def test_early_stopping_and_model_round_trip(tmp_path, data, monkeypatch):
+    """early_stop=2 (authors' rule): the 3rd epoch in a row without a better val SumR is the last."""
+    import prvr.training.trainer as trainer
+    sumr = iter([10.0, 9.0, 10.0, 8.0, 50.0, 60.0])  # never beaten after epoch 0 until too late
+    monkeypatch.setattr(trainer, "evaluate_split", lambda *args: {"SumR": next(sumr)})
+    summary = train(_cfg(epochs=6, early_stop=2), 1, data, tmp_path / "r")
+    assert summary["best_epoch"] == 0 and summary["epochs_run"] == 4
     model, cfg = load_trained(tmp_path / "r/model.pt")
     assert cfg.model.hidden == 16 and not model.training

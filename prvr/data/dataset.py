@@ -21,21 +21,45 @@ from prvr.data.annotations import AnnotationError, read_caption_txt
 from prvr.data.feature_store import FeatureStore
 
 
-def resample_frames(feats: np.ndarray, n_tokens: int) -> np.ndarray:
-    """Resample `(T, D)` frame features to `(n_tokens, D)`.
+def resample_edges(n_frames: int, n_tokens: int) -> np.ndarray:
+    """(n_tokens + 1,) int64 frame indices: token i is built from frames edges[i]..edges[i+1]-1
+    (see resample_frames), computed as the authors' `average_to_fixed_length` does.
 
-    T > n: mean of each of n contiguous, near-equal bins (every frame counted once).
-    T <= n: nearest-frame repetition (uniform index map), as the authors' code does.
+    edges[i] = min(round(i / n * T), T - 1) with round half to even (torch.round, np.round), the
+    arithmetic done in float32 as theirs is (torch.arange(0, n + 1, 1.0) is float32): for n a power of
+    two this is the exact round(i T / n), otherwise float32 error can move an exact half, e.g.
+    T = 95, n = 10, i = 3: 28.5 exactly but 28.500002 in float32, so 29 (the exact rule gives 28).
+    """
+    if n_frames < 1 or n_tokens < 1:
+        raise ValueError(f"cannot resample {n_frames} frames to {n_tokens} tokens")
+    pos = np.arange(n_tokens + 1, dtype=np.float32) / np.float32(n_tokens) * np.float32(n_frames)  # (n+1,)
+    return np.minimum(np.round(pos).astype(np.int64), n_frames - 1)
+
+
+def resample_frames(feats: np.ndarray, n_tokens: int) -> np.ndarray:
+    """Resample `(T, D)` frame features to `(n_tokens, D)` exactly as the authors' released code
+    (MSC_PRVR, `average_to_fixed_length`) does, since that is how their reported numbers were made.
+
+    With edges = resample_edges(T, n), i.e. min(round(i T / n), T - 1), round half to even:
+    token i is the mean of frames edges[i]..edges[i+1]-1 when edges[i] < edges[i+1], else frame
+    edges[i] alone. Consequences of their reading:
+      T < n: token i is frame min(round(i T / n), T - 1) (nearest frame, halves to even, e.g. T = 37,
+             n = 128: token 64 is frame 18 since 18.5 rounds to 18), not floor(i T / n).
+      T > n: near-equal contiguous bins, but the last edge is clamped to T - 1, so the last bin stops
+             before the last frame: frame T - 1 is dropped (e.g. T = 200, n = 128: the last token is
+             frame 198 alone, frame 199 is never used). Only when the last bin starts at T - 1
+             (roughly T < 1.5 n, e.g. T = 129, n = 128) is the last token frame T - 1 alone.
+      T = n: the identity.
+    Averaging is done in float64; the result is float32.
     """
     t = feats.shape[0]
-    if t == n_tokens:
-        return feats.astype(np.float32, copy=False)
-    if t < n_tokens:
-        idx = np.floor(np.arange(n_tokens) * t / n_tokens).astype(np.int64)  # (n,)
-        return feats[idx].astype(np.float32, copy=False)
-    edges = np.round(np.linspace(0, t, n_tokens + 1)).astype(np.int64)  # (n+1,), strictly increasing
-    sums = np.add.reduceat(feats.astype(np.float64), edges[:-1], axis=0)  # (n, D)
-    return (sums / np.diff(edges)[:, None]).astype(np.float32)
+    edges = resample_edges(t, n_tokens)  # (n+1,)
+    start, end = edges[:-1], edges[1:]  # (n,)
+    # reduceat over the pairs (start, end): at start it sums frames start..end-1 when start < end and
+    # gives frame start alone otherwise (end <= T - 1 is always a valid index, thanks to the clamp).
+    pairs = np.stack([start, end], axis=1).ravel()  # (2n,)
+    sums = np.add.reduceat(feats.astype(np.float64), pairs, axis=0)[::2]  # (n, D)
+    return (sums / np.maximum(end - start, 1)[:, None]).astype(np.float32)
 
 
 @dataclass
@@ -75,12 +99,26 @@ class PRVRDataset(torch.utils.data.Dataset):
     TVR is 17k videos x 128 x 768 float16 = 3.4 GB; `dtype` lets a user halve it).
     """
 
-    def __init__(self, caption_file, video_store, text_store, frame_tokens: int, dtype=np.float32):
+    def __init__(self, caption_file, video_store, text_store, frame_tokens: int, dtype=np.float32,
+                 max_query_len: int | None = None):
+        """max_query_len: keep only the first max_query_len token rows of each caption (the authors'
+        `[:max_desc_l]`, 77), so its last kept token is the caption's frozen-CLIP teacher
+        (`query_eot`); None keeps all. `truncated_captions` counts the captions that were cut."""
+        if max_query_len is not None and max_query_len < 1:
+            raise ValueError(f"max_query_len must be >= 1 or None, got {max_query_len}")
         self.index = read_split(caption_file)
+        self.max_query_len = max_query_len
         with FeatureStore(video_store) as videos:
             self.frames = np.stack([resample_frames(videos[v], frame_tokens) for v in self.index.videos]).astype(dtype)  # (V, Nf, D)
+        self.queries = {}  # caption id -> (L, D), L <= max_query_len
+        self.truncated_captions = 0
         with FeatureStore(text_store) as texts:
-            self.queries = {c: texts[c].astype(dtype) for c in self.index.caption_ids}  # id -> (L, D)
+            for c in self.index.caption_ids:
+                tokens = texts[c]
+                if max_query_len is not None and tokens.shape[0] > max_query_len:
+                    tokens = tokens[:max_query_len]
+                    self.truncated_captions += 1
+                self.queries[c] = tokens.astype(dtype)
 
     def __len__(self) -> int:
         return len(self.index.videos)
@@ -106,7 +144,8 @@ def collate_videos(items: list[dict]) -> dict:
     """Batch of B videos with all their Q captions.
 
     Returns frame_feats (B, Nf, D), query_feats (Q, L, D), query_mask (Q, L), query_to_video (Q,),
-    query_eot (Q, D): the end-of-text token of each caption (the frozen CLIP sentence embedding).
+    query_eot (Q, D): the last token row of each caption, its end-of-text token (the frozen CLIP
+    sentence embedding), or for a caption cut to max_query_len the last kept token, as the authors'.
     """
     frames = torch.from_numpy(np.stack([it["frames"] for it in items]).astype(np.float32))
     queries = [q for it in items for q in it["queries"]]

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from prvr.data.annotations import Query
-from prvr.data.dataset import PRVRDataset, SplitIndex
+from prvr.data.dataset import PRVRDataset, SplitIndex, resample_edges
 from prvr.errors import PrvrError
 from prvr.evaluation import collapse
 from prvr.evaluation.evaluate import encode_queries, encode_videos
@@ -59,17 +59,16 @@ class SplitMoments:
 def token_intervals(n_frames: int, n_tokens: int) -> np.ndarray:
     """(n_tokens, 2) [start, end) of each resampled token as fractions of the video.
 
-    Mirrors resample_frames: T > n: bin j averages frames edges[j]..edges[j+1]-1; T <= n: token j
-    repeats frame floor(j T / n).
+    Mirrors resample_frames (the authors' rule, edges from resample_edges): token j averages frames
+    edges[j]..edges[j+1]-1 when edges[j] < edges[j+1], else it is frame edges[j] alone, so its
+    interval is [edges[j], max(edges[j+1], edges[j] + 1)) / T. T > n: frame T - 1 is usually in no
+    token (the last edge is clamped to T - 1), so the last interval ends at (T - 1) / T, not 1.
     """
     if n_frames < 1 or n_tokens < 1:
         raise AnalysisError(f"cannot place {n_tokens} tokens on {n_frames} frames")
-    if n_frames > n_tokens:
-        edges = np.round(np.linspace(0, n_frames, n_tokens + 1)).astype(np.int64)  # (n+1,)
-        start, end = edges[:-1], edges[1:]
-    else:
-        start = np.floor(np.arange(n_tokens) * n_frames / n_tokens).astype(np.int64)  # (n,)
-        end = start + 1
+    edges = resample_edges(n_frames, n_tokens)  # (n+1,)
+    start = edges[:-1]  # (n,)
+    end = np.maximum(edges[1:], start + 1)
     return np.stack([start, end], axis=1) / n_frames  # (n, 2)
 
 

@@ -1,9 +1,11 @@
 """Evaluate a PRVR model on one split: every video of the split is a candidate for every query.
 
-    metrics = evaluate_split(model, dataset, EvalConfig())   # {"R@1": .., ..., "SumR": ..}
+    metrics = evaluate_split(model, dataset, EvalConfig())
+    # {"R@1": .., ..., "SumR": .., "queries_with_ties": ..}
 
 Scores follow the released code: w_clip * max-over-clip-tokens cosine + w_frame * max-over-frame
--token cosine; ranks use the optimistic tie rule of `prvr.evaluation.metrics.ranks`.
+-token cosine; ranks use the tie rule cfg.ties (config eval.ties; default "expected", the exact mean
+over random tie-breaking) of `prvr.evaluation.metrics` for validation during training and test alike.
 """
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ def split_scores(model, dataset: PRVRDataset, cfg: EvalConfig, device: str = "cp
     return scores.numpy().astype(np.float64), positive
 
 
-def evaluate_split(model, dataset: PRVRDataset, cfg: EvalConfig, device: str = "cpu") -> dict[str, float]:
-    """R@K for cfg.ks and SumR on one split."""
+def evaluate_split(model, dataset: PRVRDataset, cfg: EvalConfig, device: str = "cpu") -> dict[str, float | int]:
+    """R@K for cfg.ks, SumR and queries_with_ties on one split, under the tie rule cfg.ties."""
     scores, positive = split_scores(model, dataset, cfg, device)
-    return retrieval_metrics(scores, positive, ks=tuple(cfg.ks))
+    return retrieval_metrics(scores, positive, ks=tuple(cfg.ks), ties=cfg.ties)

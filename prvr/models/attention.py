@@ -84,16 +84,18 @@ def _split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 
 class MultiHeadAttention(nn.Module):
-    """Plain multi-head self-attention with an optional key padding mask (True = valid token)."""
+    """Plain multi-head self-attention with an optional key padding mask (True = valid token).
 
-    def __init__(self, hidden: int, heads: int, dropout: float):
+    output_projection=False drops the output linear (the authors' BertSelfAttention has none)."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float, output_projection: bool = True):
         super().__init__()
         if hidden % heads:
             raise ValueError(f"hidden size {hidden} is not a multiple of heads {heads}")
         self.heads = heads
         self.dropout = dropout
         self.qkv = nn.Linear(hidden, 3 * hidden)
-        self.out = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, hidden) if output_projection else nn.Identity()
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
                 sizes: torch.Tensor | None = None) -> torch.Tensor:
@@ -210,11 +212,12 @@ class TransformerLayer(nn.Module):
 
 
 class AttentionPooling(nn.Module):
-    """Weighted mean of tokens with learned per-token scores; padded tokens get weight 0."""
+    """Weighted mean of tokens with learned per-token scores; padded tokens get weight 0.
+    (The scorer's bias cancels in the softmax; bias=False as in the authors' code.)"""
 
-    def __init__(self, hidden: int):
+    def __init__(self, hidden: int, bias: bool = True):
         super().__init__()
-        self.score = nn.Linear(hidden, 1)
+        self.score = nn.Linear(hidden, 1, bias=bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         logits = self.score(x).squeeze(-1)  # (B, N)

@@ -16,10 +16,12 @@ import torch
 from torch import nn
 
 from prvr.config import ModelConfig
-from prvr.models.gmmformer import GMMFormerV2
+from prvr.models.gmmformer_lite import GMMFormerV2Lite
+from prvr.models.gmmformer_v2 import GMMFormerV2
 
 MODEL_BUILDERS: dict[str, Callable[[ModelConfig], nn.Module]] = {
-    "gmmformer_v2": GMMFormerV2,
+    "gmmformer_v2": GMMFormerV2,  # the released architecture (authors' reading)
+    "gmmformer_v2_lite": GMMFormerV2Lite,  # this project's lighter encoder
 }
 
 

@@ -6,6 +6,9 @@
 Writes into out_dir: model.pt (best weights + resolved config), train_log.jsonl (one line per
 epoch: each named loss term and the val metrics), checkpoints/last.pt and checkpoints/best.pt.
 The same config and seed give the same weights on CPU, also across an interruption and resume.
+Optimiser, schedule and decay groups: prvr.training.optim. Early stopping (the authors' rule):
+training ends once more than train.early_stop epochs in a row fail to beat the best val SumR,
+so early_stop=10 runs 11 failing epochs after the best one (`should_stop`).
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from prvr.io import write_text
 from prvr.losses import create_loss
 from prvr.models import create_model
 from prvr.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from prvr.training.optim import clips_inside, create_optimizer, create_scheduler
 
 
 @dataclass
@@ -43,15 +47,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def warmup_linear(total_steps: int, warmup_fraction: float):
-    """LR multiplier: linear warm-up over the first fraction of steps, then linear decay to 0."""
-    warmup = max(1, math.ceil(total_steps * warmup_fraction))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-    return factor
+def should_stop(last_epoch: int, best_epoch: int, early_stop: int) -> bool:
+    """After epoch `last_epoch`, stop when more than `early_stop` epochs in a row have failed to
+    beat the best val SumR (the authors' `es_cnt > max_es_cnt`): early_stop=2 runs 3 failing ones."""
+    return best_epoch >= 0 and last_epoch - best_epoch > early_stop
 
 
 def _to(batch: dict, device: str) -> dict:
@@ -71,7 +70,7 @@ def train_epoch(model, loss_fn, loader, optimizer, scheduler, epoch: int, cfg: C
         loss = sum(terms.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.train.grad_clip > 0:  # what the optimizer updates: the model and the loss's own head
+        if cfg.train.grad_clip > 0 and not clips_inside(cfg.train):  # adamw: one global clip
             params = [p for group in optimizer.param_groups for p in group["params"]]
             torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
         optimizer.step()
@@ -86,11 +85,9 @@ def train_epoch(model, loss_fn, loader, optimizer, scheduler, epoch: int, cfg: C
 def _build(cfg: Config, n_train_videos: int):
     model = create_model(cfg.model).to(cfg.train.device)
     loss_fn = create_loss(cfg.loss, hidden=cfg.model.hidden).to(cfg.train.device)
-    params = list(model.parameters()) + list(loss_fn.parameters())  # the loss may own a CBVA head
-    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimizer = create_optimizer(cfg.train, model, loss_fn)  # the loss may own a CBVA head
     steps_per_epoch = math.ceil(n_train_videos / cfg.train.batch_size)
-    schedule = warmup_linear(steps_per_epoch * cfg.train.epochs, cfg.train.warmup)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scheduler = create_scheduler(cfg.train, optimizer, steps_per_epoch * cfg.train.epochs)
     return model, loss_fn, optimizer, scheduler
 
 
@@ -102,8 +99,13 @@ def train(cfg: Config, seed: int, data: TrainData, out_dir: str | Path) -> dict:
         torch.set_num_threads(cfg.train.num_threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(seed)
-    train_set = PRVRDataset(data.train_captions, data.video_feats, data.text_feats, cfg.model.frame_tokens)
-    val_set = PRVRDataset(data.val_captions, data.video_feats, data.text_feats, cfg.model.frame_tokens)
+    train_set = PRVRDataset(data.train_captions, data.video_feats, data.text_feats, cfg.model.frame_tokens,
+                            max_query_len=cfg.model.max_query_len)
+    val_set = PRVRDataset(data.val_captions, data.video_feats, data.text_feats, cfg.model.frame_tokens,
+                          max_query_len=cfg.model.max_query_len)
+    for name, split in (("train", train_set), ("val", val_set)):
+        if split.truncated_captions:
+            print(f"{name}: {split.truncated_captions} captions cut to max_query_len={cfg.model.max_query_len} tokens")
     model, loss_fn, optimizer, scheduler = _build(cfg, len(train_set))
     cfg_hash = config_hash(cfg)
     state = {"epoch": -1, "best_sumr": -1.0, "best_epoch": -1, "history": []}
@@ -117,7 +119,7 @@ def train(cfg: Config, seed: int, data: TrainData, out_dir: str | Path) -> dict:
         state = {k: saved[k] for k in state}
         print(f"resuming after epoch {state['epoch']} from {ckpt_dir / 'last.pt'}")
     for epoch in range(state["epoch"] + 1, cfg.train.epochs):
-        if epoch - state["best_epoch"] > cfg.train.early_stop and state["best_epoch"] >= 0:
+        if should_stop(epoch - 1, state["best_epoch"], cfg.train.early_stop):  # here: a resume sees it
             break
         loader = torch.utils.data.DataLoader(
             train_set, batch_size=cfg.train.batch_size, shuffle=True, collate_fn=collate_videos,

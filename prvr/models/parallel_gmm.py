@@ -1,0 +1,137 @@
+"""The released GMMFormer-v2 video block (authors' `DyGMMBlock`): complete transformer layers run
+in parallel on the same input, each with its own Gaussian window, fused per position.
+
+Gaussian window of width w over N tokens (multiplies the scaled attention logits):
+
+    g_w[i, j] = exp(-(t_j - c_i)^2 / (2 s^2)) / max_j' exp(-(t_j' - c_i)^2 / (2 s^2)),
+    c_i = i / N (query centre),  t_j = j / (N - 1) (key grid, torch.linspace(0, 1, N)),
+    s = max(w, 0.01) / 9
+
+so the nearest key keeps its logit and far keys' logits shrink towards 0 (towards uniform
+attention, not towards -inf). The max is taken in log space, which gives the authors' values
+wherever theirs are finite and stays finite where their exp underflows to 0/0.
+
+Layer k (`WindowedLayer`, their BertAttention): y = LN1(x + drop(attn_k(x))),
+out_k = LN2(y + drop(FFN_k(y))), FFN H -> 4H -> H; attn_k has no output projection; merged tokens
+add log(size) to the logits (ToMe) after the window.
+
+Fusion (`ParallelGMMBlock`): a learned token u (1, 1, H), shared by the clip and frame blocks,
+attends to each layer's output (one cross-attention layer, FFN H -> H, shared across layers),
+giving a summary s_k (B, H) per layer; an MLP maps s_k to one logit per position,
+a[b, n, k] = (W2 drop(relu(W1 s_k)))[n] (W2: H -> N, so the block is tied to N tokens), and
+
+    out[b, n] = sum_k softmax_k(a[b, n, :] / T)[k] * out_k[b, n],    T = fusion temperature (0.09).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prvr.models.attention import FeedForward, _split_heads
+
+MIN_WIDTH = 1e-2  # the released code clamps widths at 0.01 before dividing by 9
+WIDTH_DIVISOR = 9.0
+
+
+def gaussian_window(n_tokens: int, width: float, device=None) -> torch.Tensor:
+    """(N, N) multiplicative window g_w of the module docstring, rows scaled to max 1."""
+    centre = torch.arange(n_tokens, device=device, dtype=torch.float32) / n_tokens  # (N,)
+    grid = torch.linspace(0, 1, n_tokens, device=device)  # (N,)
+    sigma = max(width, MIN_WIDTH) / WIDTH_DIVISOR
+    log_g = -(grid[None, :] - centre[:, None]) ** 2 / (2 * sigma ** 2)  # (N, N)
+    return (log_g - log_g.max(dim=-1, keepdim=True).values).exp()
+
+
+class WindowedAttention(nn.Module):
+    """Multi-head attention without output projection; optional multiplicative Gaussian window,
+    additive key terms (padding, log size). query (B, Nq, H), keys/values (B, N, H)."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float, width: float | None = None):
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"hidden size {hidden} is not a multiple of heads {heads}")
+        self.heads = heads
+        self.width = width
+        self.query = nn.Linear(hidden, hidden)
+        self.key_value = nn.Linear(hidden, 2 * hidden)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor,
+                key_bias: torch.Tensor | None = None) -> torch.Tensor:
+        b, n_q, h = query.shape
+        q = _split_heads(self.query(query), self.heads)  # (B, heads, Nq, d)
+        k, v = (_split_heads(t, self.heads) for t in self.key_value(keys).chunk(2, dim=-1))
+        logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, heads, Nq, N)
+        if self.width is not None:
+            logits = logits * gaussian_window(keys.shape[1], self.width, keys.device).to(logits.dtype)
+        if key_bias is not None:
+            logits = logits + key_bias  # (B, 1, 1, N)
+        attended = self.drop(logits.softmax(dim=-1)) @ v  # (B, heads, Nq, d)
+        return attended.transpose(1, 2).reshape(b, n_q, h)
+
+
+class WindowedLayer(nn.Module):
+    """Post-norm transformer layer around `WindowedAttention` (their BertAttention /
+    BertCrossAttention): x = LN1(x + drop(attn)), x = LN2(x + drop(FFN(x)))."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float, width: float | None = None,
+                 ffn_expansion: int = 4):
+        super().__init__()
+        self.attention = WindowedAttention(hidden, heads, dropout, width)
+        self.ffn = FeedForward(hidden, dropout, expansion=ffn_expansion)
+        self.norm1 = nn.LayerNorm(hidden)
+        self.norm2 = nn.LayerNorm(hidden)
+        self.drop1 = nn.Dropout(dropout)
+        self.drop2 = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, keys: torch.Tensor | None = None,
+                key_bias: torch.Tensor | None = None) -> torch.Tensor:
+        attended = self.attention(x, x if keys is None else keys, key_bias)
+        x = self.norm1(x + self.drop1(attended))
+        return self.norm2(x + self.drop2(self.ffn(x)))  # (B, Nq, H)
+
+
+class ParallelGMMBlock(nn.Module):
+    """Parallel windowed layers fused per position; see the module docstring.
+
+    widths: the windowed layers' widths; layer 0 has no window (so 1 + len(widths) layers).
+    n_tokens: the sequence length the fusion MLP is built for (inputs must have exactly it).
+    The fusion token is passed in (`weight_token`), so two blocks can share it.
+    """
+
+    def __init__(self, hidden: int, heads: int, dropout: float, widths: Sequence[float],
+                 n_tokens: int, temperature: float):
+        super().__init__()
+        self.n_tokens = n_tokens
+        self.temperature = temperature
+        self.layers = nn.ModuleList([WindowedLayer(hidden, heads, dropout, None)] + [
+            WindowedLayer(hidden, heads, dropout, float(w)) for w in widths])
+        self.summary = WindowedLayer(hidden, heads, dropout, None, ffn_expansion=1)
+        self.fusion_hidden = nn.Linear(hidden, hidden)
+        self.fusion_drop = nn.Dropout(dropout)
+        self.fusion_out = nn.Linear(hidden, n_tokens)
+
+    def forward(self, x: torch.Tensor, weight_token: torch.Tensor,
+                sizes: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, N, H), weight_token (1, 1, H), sizes (B, N) frames per token or None."""
+        b, n, h = x.shape
+        if n != self.n_tokens:
+            raise ValueError(f"parallel GMM block built for {self.n_tokens} tokens, got {n}")
+        key_bias = None if sizes is None else sizes.to(x.dtype).log()[:, None, None, :]
+        outs = torch.stack([layer(x, key_bias=key_bias) for layer in self.layers])  # (K, B, N, H)
+        k = outs.shape[0]
+        token = weight_token.to(x.dtype).expand(k * b, 1, h)  # (K*B, 1, H)
+        summaries = self.summary(token, keys=outs.reshape(k * b, n, h)).view(k, b, h)
+        logits = self.fusion_out(self.fusion_drop(F.relu(self.fusion_hidden(summaries))))  # (K, B, N)
+        return fuse_layers(logits, outs, self.temperature)
+
+
+def fuse_layers(logits: torch.Tensor, outs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-position mixture of the layers: logits (K, B, N), outs (K, B, N, H) ->
+    sum_k softmax_k(logits / temperature)[k] * outs[k], (B, N, H)."""
+    weights = (logits / temperature).softmax(dim=0)  # (K, B, N), over the layers
+    return torch.einsum("kbn,kbnh->bnh", weights, outs)
