@@ -1,13 +1,18 @@
-"""Benchmark: one full training step per ablation configuration at the real TVR shape.
+"""Benchmark: one full training step per ablation configuration at the real TVR shape, with the
+step's achieved matmul FLOP/s against a matmul peak measured in the same run.
 
-    .venv/bin/python -m bench.bench_train_step [--threads 2] [--steps 3] [--ablations baseline adaptive ...]
+    .venv/bin/python -m bench.bench_train_step [--threads 2] [--steps 3] [--warmup 3]
+                                               [--model gmmformer_v2] [--ablations baseline adaptive ...]
 
-Shape (issue 3, the authors' TVR setting): a batch of 128 videos x 128 frame tokens, 640 queries
-of up to 34 tokens, feature size 768, hidden 384, clip tokens 32 (merging 128 -> 80 -> 52 -> 32,
-adaptive segment choices 32/20/12/8/5). A step = model forward + every loss term + backward +
-AdamW update, on random inputs (the timing does not depend on their values). Prints a markdown
-table: median and min seconds per step over --steps timed steps (after one warm-up step), and
-the peak resident memory of the process.
+Shape (the authors' TVR setting): a batch of 128 videos x 128 frame tokens, 640 queries of up to 34
+tokens, feature size 768, hidden 384, clip tokens 32 (merging 128 -> 80 -> 52 -> 32, adaptive segment
+choices 32/20/12/8/5). A step = model forward + every loss term + backward + the configured optimiser
+update (train.optimizer, default the authors' BertAdam), on random inputs (the timing does not
+depend on their values). Per configuration: median and fastest seconds over --steps timed steps after
+--warmup steps (the first steps pay for fresh memory pages), the parameters (model, and the loss's
+own CBVA head), the FLOPs of one step counted by torch's profiler (matrix products: mm, addmm, bmm;
+elementwise work is not counted) and the achieved rate = FLOPs / median time, over the peak: the best
+of a few large float32 matmuls timed at the same thread count. Prints markdown tables.
 """
 from __future__ import annotations
 
@@ -18,11 +23,13 @@ import time
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from prvr.config import Config, merge
 from prvr.losses import create_loss
 from prvr.models import create_model
 from prvr.stages import ablation_config
+from prvr.training.optim import create_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_SHAPE = {
@@ -30,6 +37,7 @@ REAL_SHAPE = {
               "merging": {"stages": [80, 52, 32]}},
     "loss": {"cbva": {"adaptive": {"segment_choices": [32, 20, 12, 8, 5]}}},
 }
+PEAK_SHAPES = ((4096, 4096, 4096), (16384, 384, 1536), (16384, 1536, 384))
 
 
 def real_batch(n_videos=128, n_queries=640, max_len=34, dim=768, frames=128, seed=0) -> dict:
@@ -43,22 +51,58 @@ def real_batch(n_videos=128, n_queries=640, max_len=34, dim=768, frames=128, see
             "query_mask": mask, "query_to_video": owner, "query_eot": eot}
 
 
-def time_steps(cfg: Config, batch: dict, steps: int) -> list[float]:
-    model = create_model(cfg.model)
-    loss_fn = create_loss(cfg.loss, hidden=cfg.model.hidden)
-    optimizer = torch.optim.AdamW([*model.parameters(), *loss_fn.parameters()], lr=1e-4)
-    generator = torch.Generator().manual_seed(0)
-    times = []
-    for i in range(steps + 1):
+def matmul_peak(repeats: int = 3) -> float:
+    """Best float32 matmul rate (FLOP/s) over PEAK_SHAPES at the current thread count."""
+    best = 0.0
+    for m, k, n in PEAK_SHAPES:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        a @ b
         start = time.perf_counter()
-        out = model(frame_feats=batch["frame_feats"], query_feats=batch["query_feats"], query_mask=batch["query_mask"])
-        terms = loss_fn(**out, **{k: v for k, v in batch.items() if k not in out}, epoch=30, generator=generator)
-        loss = sum(terms.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if i > 0:  # the first step warms up allocators and kernels
-            times.append(time.perf_counter() - start)
+        for _ in range(repeats):
+            a @ b
+        best = max(best, 2 * m * k * n * repeats / (time.perf_counter() - start))
+    return best
+
+
+class Step:
+    """Model, loss and optimiser of one configuration; calling it runs one training step."""
+
+    def __init__(self, cfg: Config, batch: dict):
+        self.model = create_model(cfg.model).train()
+        self.loss_fn = create_loss(cfg.loss, hidden=cfg.model.hidden)
+        self.optimizer = create_optimizer(cfg.train, self.model, self.loss_fn)
+        self.generator = torch.Generator().manual_seed(0)
+        self.batch = batch
+
+    def parameters(self) -> tuple[int, int]:
+        return (sum(p.numel() for p in self.model.parameters()),
+                sum(p.numel() for p in self.loss_fn.parameters()))
+
+    def __call__(self) -> None:
+        b = self.batch
+        out = self.model(frame_feats=b["frame_feats"], query_feats=b["query_feats"], query_mask=b["query_mask"])
+        terms = self.loss_fn(**out, **{k: v for k, v in b.items() if k not in out}, epoch=30,
+                             generator=self.generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        sum(terms.values()).backward()
+        self.optimizer.step()
+
+
+def step_flops(step: Step) -> float:
+    """FLOPs of one step as torch's profiler counts them (matrix products)."""
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        step()
+    return float(sum(event.flops for event in prof.key_averages()))
+
+
+def time_steps(step: Step, warmup: int, steps: int) -> list[float]:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
     return times
 
 
@@ -66,19 +110,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--model", default="gmmformer_v2", help="model.name")
     parser.add_argument("--ablations", nargs="*", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = args.ablations or sorted(p.stem for p in (REPO / "config/ablations").glob("*.yaml"))
-    base = merge(Config(), REAL_SHAPE)
+    base = merge(Config(), {**REAL_SHAPE, "model": {**REAL_SHAPE["model"], "name": args.model}})
     batch = real_batch()
-    print(f"torch {torch.__version__}, {args.threads} threads; 128 videos x 128 x 768, 640 queries <= 34 tokens\n")
-    print("| configuration | median s/step | min s/step | peak RSS GB |\n|---|---|---|---|")
+    peak = matmul_peak()
+    print(f"torch {torch.__version__}, {args.threads} threads, model {args.model}; 128 videos x 128 x 768, "
+          f"640 queries <= 34 tokens; matmul peak {peak / 1e9:.0f} GFLOP/s\n")
+    print("| configuration | params M (model + loss head) | median s/step | fastest s/step | GFLOP/step "
+          "| GFLOP/s (median) | of peak | peak RSS GB |\n|---|---|---|---|---|---|---|---|")
     for name in names:
-        cfg = ablation_config(base, REPO / f"config/ablations/{name}.yaml")
-        times = time_steps(cfg, batch, args.steps)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        print(f"| {name} | {statistics.median(times):.2f} | {min(times):.2f} | {peak:.1f} |", flush=True)
+        step = Step(ablation_config(base, REPO / f"config/ablations/{name}.yaml"), batch)
+        times = time_steps(step, args.warmup, args.steps)
+        flops = step_flops(step)
+        model_params, head_params = step.parameters()
+        median = statistics.median(times)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(f"| {name} | {model_params / 1e6:.2f} + {head_params / 1e6:.2f} | {median:.2f} | {min(times):.2f} "
+              f"| {flops / 1e9:.0f} | {flops / median / 1e9:.0f} | {flops / median / peak:.2f} | {rss:.1f} |",
+              flush=True)
 
 
 if __name__ == "__main__":

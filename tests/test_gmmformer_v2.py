@@ -140,3 +140,15 @@ def test_input_checks_name_the_problem():
         create_model(replace(CFG, fusion_temperature=0.0))
     with pytest.raises(ValueError, match="input_dropout"):
         create_model(replace(CFG, input_dropout=1.0))
+
+
+def test_folded_token_attention_equals_the_plain_cross_attention():
+    torch.manual_seed(0)
+    layer = ParallelGMMBlock(hidden=8, heads=2, dropout=0.0, widths=(), n_tokens=5,
+                             temperature=0.09).summary.eval()
+    with torch.no_grad():
+        layer.attention.key_value.bias.normal_()  # non-zero biases: both must be handled
+        layer.attention.query.bias.normal_()
+    token, keys = torch.randn(1, 1, 8), torch.randn(6, 5, 8)
+    plain = layer(token.expand(6, 1, 8), keys=keys)  # (6, 1, 8)
+    assert torch.allclose(layer.forward_from_token(token, keys), plain, atol=1e-5)

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prvr.models.dropout import Dropout
+
 GAUSS_WIDTH_DIVISOR = 9.0  # sigma = width / 9 on the [0, 1] video axis (released-code convention)
 
 
@@ -180,7 +182,7 @@ class FeedForward(nn.Module):
     def __init__(self, hidden: int, dropout: float, expansion: int = 4):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(hidden, expansion * hidden), nn.ReLU(),
-                                 nn.Dropout(dropout), nn.Linear(expansion * hidden, hidden))
+                                 Dropout(dropout), nn.Linear(expansion * hidden, hidden))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -195,7 +197,7 @@ class TransformerLayer(nn.Module):
         self.ffn = FeedForward(hidden, dropout)
         self.norm1 = nn.LayerNorm(hidden)
         self.norm2 = nn.LayerNorm(hidden)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
                 sizes: torch.Tensor | None = None) -> torch.Tensor:

@@ -14,6 +14,7 @@ from torch import nn
 
 from prvr.config import ModelConfig
 from prvr.errors import PrvrError
+from prvr.models.dropout import Dropout
 from prvr.models.token_merging import MergingError, check_stages, merge_stages
 
 INPUT_NORM_EPS = 1e-5  # the authors' l2_normalize_np_array: x / (||x|| + 1e-5)
@@ -91,7 +92,7 @@ class InputProjection(nn.Module):
 
     def __init__(self, input_dim: int, hidden: int, dropout: float):
         super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(input_dim), nn.Dropout(dropout),
+        self.net = nn.Sequential(nn.LayerNorm(input_dim), Dropout(dropout),
                                  nn.Linear(input_dim, hidden), nn.ReLU())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,7 +107,7 @@ class PositionalEmbedding(nn.Module):
         self.max_len = max_len
         self.embedding = nn.Embedding(max_len, hidden)
         self.norm = nn.LayerNorm(hidden)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(x.shape[1], device=x.device)  # (N,)
