@@ -43,9 +43,8 @@ from torch import nn
 from prvr.config import ModelConfig
 from prvr.models.attention import (AttentionPooling, GaussianMixtureAttention, MultiHeadAttention,
                                    TransformerLayer, init_weights)
-from prvr.models.common import (ClipPooler, InputProjection, PositionalEmbedding,
-                                check_model_config, check_query_input, check_video_input,
-                                input_layernorm_names, make_clip_pooler, normalise_inputs)
+from prvr.models.base import TwoBranchModel
+from prvr.models.common import ClipPooler, InputProjection, PositionalEmbedding
 
 
 class VideoBranch(nn.Module):
@@ -97,47 +96,20 @@ class QueryEncoder(nn.Module):
         return self.pool(x, query_mask)  # (Q, H)
 
 
-class GMMFormerV2Lite(nn.Module):
-    """The PRVR model; see the module docstring. `clip_pooler` forms the clip tokens (default:
-    the one cfg asks for, `make_clip_pooler(cfg)`)."""
+class GMMFormerV2Lite(TwoBranchModel):
+    """The lighter PRVR model; see the module docstring. `clip_pooler` forms the clip tokens
+    (default: the one cfg asks for, `make_clip_pooler(cfg)`). Videos may have 1..frame_tokens tokens."""
+
+    min_frame_tokens = 1
 
     def __init__(self, cfg: ModelConfig, clip_pooler: ClipPooler | None = None):
-        super().__init__()
-        check_model_config(cfg)
-        self.cfg = cfg
-        self.clip_pooler = make_clip_pooler(cfg) if clip_pooler is None else clip_pooler
+        super().__init__(cfg, clip_pooler)
         self.query_encoder = QueryEncoder(cfg)
         self.frame_branch = VideoBranch(cfg, cfg.frame_tokens)
         self.clip_branch = VideoBranch(cfg, cfg.clip_tokens)
         self.apply(init_weights)
 
-    def encode_videos(self, frame_feats: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, Nf, D) -> the video keys of the module docstring: frame_tokens, clip_tokens,
-        clip_sizes, frame_to_clip, merged_inputs, segment_tokens, frame_to_segment, segment_mask."""
-        check_video_input(self.cfg, frame_feats, min_tokens=1)
-        pooled = self.clip_pooler(frame_feats, self.cfg.clip_tokens)  # merges on raw features
-        clip_inputs = normalise_inputs(self.cfg, pooled.features)  # (B, Nc, D)
-        frame_tokens = self.frame_branch(normalise_inputs(self.cfg, frame_feats))  # (B, Nf, H)
-        clip_tokens = self.clip_branch(clip_inputs, sizes=pooled.sizes)  # (B, Nc, H)
-        return {"frame_tokens": frame_tokens, "clip_tokens": clip_tokens,
-                "clip_sizes": pooled.sizes, "frame_to_clip": pooled.frame_to_token,
-                "merged_inputs": clip_inputs, "segment_tokens": clip_tokens,
-                "frame_to_segment": pooled.frame_to_token,
-                "segment_mask": torch.ones(clip_tokens.shape[:2], dtype=torch.bool,
-                                           device=clip_tokens.device)}
-
-    def encode_queries(self, query_feats: torch.Tensor,
-                       query_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(Q, L, D) features and (Q, L) bool mask (True = valid) -> {"query": (Q, H)}."""
-        check_query_input(self.cfg, query_feats, query_mask)
-        return {"query": self.query_encoder(normalise_inputs(self.cfg, query_feats), query_mask)}
-
-    def forward(self, frame_feats: torch.Tensor, query_feats: torch.Tensor,
-                query_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Encode a batch of videos and queries; the dict has the keys of both encoders."""
-        return {**self.encode_queries(query_feats, query_mask), **self.encode_videos(frame_feats)}
-
-    def no_weight_decay(self) -> set[str]:
-        """Parameter names the authors' optimiser leaves undecayed besides biases (their modules
-        named LayerNorm: the input projections' and positional embeddings' norms)."""
-        return input_layernorm_names(self)
+    def encode_branches(self, frame_inputs: torch.Tensor, clip_inputs: torch.Tensor,
+                        clip_sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        frame_tokens = self.frame_branch(frame_inputs)  # (B, Nf, H)
+        return frame_tokens, self.clip_branch(clip_inputs, sizes=clip_sizes)  # (B, Nc, H)

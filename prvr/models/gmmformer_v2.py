@@ -29,9 +29,8 @@ from torch import nn
 
 from prvr.config import ModelConfig
 from prvr.models.attention import init_weights
-from prvr.models.common import (ClipPooler, InputProjection, PositionalEmbedding,
-                                check_model_config, check_query_input, check_video_input,
-                                input_layernorm_names, make_clip_pooler, normalise_inputs)
+from prvr.models.base import TwoBranchModel
+from prvr.models.common import ClipPooler, InputProjection, PositionalEmbedding
 from prvr.models.gmmformer_lite import QueryEncoder
 from prvr.models.parallel_gmm import ParallelGMMBlock
 
@@ -51,49 +50,19 @@ class ReleasedVideoBranch(nn.Module):
         return self.block(self.position(self.project(feats)), weight_token, sizes)  # (B, N, H)
 
 
-class GMMFormerV2(nn.Module):
+class GMMFormerV2(TwoBranchModel):
     """The authors' model; see the module docstring. `clip_pooler` forms the clip tokens
-    (default: the one cfg asks for, `make_clip_pooler(cfg)`)."""
+    (default: the one cfg asks for, `make_clip_pooler(cfg)`). Videos have exactly frame_tokens tokens."""
 
     def __init__(self, cfg: ModelConfig, clip_pooler: ClipPooler | None = None):
-        super().__init__()
-        check_model_config(cfg)
-        self.cfg = cfg
-        self.clip_pooler = make_clip_pooler(cfg) if clip_pooler is None else clip_pooler
+        super().__init__(cfg, clip_pooler)
         self.query_encoder = QueryEncoder(cfg, output_projection=False, pool_bias=False)
         self.clip_branch = ReleasedVideoBranch(cfg, cfg.clip_tokens)
         self.frame_branch = ReleasedVideoBranch(cfg, cfg.frame_tokens)
         self.apply(init_weights)
         self.weight_token = nn.Parameter(torch.randn(1, 1, cfg.hidden))  # after init: N(0, 1)
 
-    def encode_videos(self, frame_feats: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, Nf, D) -> the video keys of prvr.models.gmmformer_lite's docstring."""
-        check_video_input(self.cfg, frame_feats, min_tokens=self.cfg.frame_tokens)
-        pooled = self.clip_pooler(frame_feats, self.cfg.clip_tokens)  # merges on raw features
-        clip_inputs = normalise_inputs(self.cfg, pooled.features)  # (B, Nc, D)
-        clip_tokens = self.clip_branch(clip_inputs, self.weight_token, pooled.sizes)  # (B, Nc, H)
-        frame_tokens = self.frame_branch(normalise_inputs(self.cfg, frame_feats),
-                                         self.weight_token)  # (B, Nf, H)
-        return {"frame_tokens": frame_tokens, "clip_tokens": clip_tokens,
-                "clip_sizes": pooled.sizes, "frame_to_clip": pooled.frame_to_token,
-                "merged_inputs": clip_inputs, "segment_tokens": clip_tokens,
-                "frame_to_segment": pooled.frame_to_token,
-                "segment_mask": torch.ones(clip_tokens.shape[:2], dtype=torch.bool,
-                                           device=clip_tokens.device)}
-
-    def encode_queries(self, query_feats: torch.Tensor,
-                       query_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(Q, L, D) features and (Q, L) bool mask (True = valid) -> {"query": (Q, H)}."""
-        check_query_input(self.cfg, query_feats, query_mask)
-        return {"query": self.query_encoder(normalise_inputs(self.cfg, query_feats), query_mask)}
-
-    def forward(self, frame_feats: torch.Tensor, query_feats: torch.Tensor,
-                query_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Encode a batch of videos and queries; the dict has the keys of both encoders."""
-        return {**self.encode_queries(query_feats, query_mask), **self.encode_videos(frame_feats)}
-
-    def no_weight_decay(self) -> set[str]:
-        """Parameter names the authors' optimiser leaves undecayed besides biases: their modules
-        named LayerNorm (input projections' and positional embeddings' norms). The fusion token
-        and the parallel layers' norm1/norm2 weights are decayed, as in their code."""
-        return input_layernorm_names(self)
+    def encode_branches(self, frame_inputs: torch.Tensor, clip_inputs: torch.Tensor,
+                        clip_sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        clip_tokens = self.clip_branch(clip_inputs, self.weight_token, clip_sizes)  # (B, Nc, H); first, as theirs
+        return self.frame_branch(frame_inputs, self.weight_token), clip_tokens  # (B, Nf, H)
