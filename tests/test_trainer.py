@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from prvr.config import Config, merge
-from prvr.training.checkpoint import CheckpointError
 from prvr.training.trainer import TrainData, load_trained, train
 
 TINY = {"model": {"input_dim": 8, "hidden": 16, "heads": 2, "frame_tokens": 6, "clip_tokens": 3, "dropout": 0.1},
@@ -77,10 +76,52 @@ def test_resume_is_exact_when_interrupted(tmp_path, data, monkeypatch, loss):
     assert ("head.weight" in str(list(full["loss"]))) == (loss is not None)
 
 
-def test_checkpoint_of_other_config_is_refused(tmp_path, data):
+def test_checkpoint_of_another_seed_is_set_aside(tmp_path, data, capsys):
     train(_cfg(epochs=1), 1, data, tmp_path / "r")
-    with pytest.raises(CheckpointError, match="another config or seed"):
-        train(_cfg(epochs=1), 2, data, tmp_path / "r")
+    train(_cfg(epochs=1), 2, data, tmp_path / "r")
+    assert "not resuming" in capsys.readouterr().out
+    assert "another seed" in (tmp_path / "r/checkpoints.stale-1/STALE.txt").read_text()
+    train(_cfg(epochs=1), 2, data, tmp_path / "clean")
+    assert (tmp_path / "r/train_log.jsonl").read_text() == (tmp_path / "clean/train_log.jsonl").read_text()
+
+
+def test_changed_input_byte_starts_over(tmp_path, data, monkeypatch, capsys):
+    """Interrupted run, then one byte of an input file changes: the rerun must not continue the old
+    checkpoint (issue 9: a stale resume gave the old weights under new provenance)."""
+    import shutil
+    import prvr.training.trainer as trainer
+    from prvr.training.trainer import TrainData
+    local = TrainData(*(shutil.copy(p, tmp_path / p.name) for p in vars(data).values()))
+    real_epoch = trainer.train_epoch
+
+    def dying(model, loss_fn, loader, optimizer, scheduler, epoch, cfg, seed):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real_epoch(model, loss_fn, loader, optimizer, scheduler, epoch, cfg, seed)
+    monkeypatch.setattr(trainer, "train_epoch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(), 3, local, tmp_path / "run")
+    monkeypatch.setattr(trainer, "train_epoch", real_epoch)
+    with h5py.File(local.text_feats, "r+") as store:  # one caption token moves a little
+        first = sorted(store)[0]
+        values = store[first][...]
+        values[0, 0] += 0.5
+        store[first][...] = values
+    capsys.readouterr()
+    train(_cfg(), 3, local, tmp_path / "run")
+    out = capsys.readouterr().out
+    assert "not resuming" in out and "another text_feats" in out and "resuming after" not in out
+    train(_cfg(), 3, local, tmp_path / "fresh")
+    assert (tmp_path / "run/train_log.jsonl").read_text() == (tmp_path / "fresh/train_log.jsonl").read_text()
+    assert sorted(p.name for p in tmp_path.glob("run/checkpoints*")) == ["checkpoints", "checkpoints.stale-1"]
+
+
+def test_unreadable_checkpoint_is_set_aside(tmp_path, data, capsys):
+    (tmp_path / "r/checkpoints").mkdir(parents=True)
+    (tmp_path / "r/checkpoints/last.pt").write_bytes(b"not a checkpoint")
+    train(_cfg(epochs=1), 1, data, tmp_path / "r")
+    assert "cannot read checkpoint" in capsys.readouterr().out
+    assert (tmp_path / "r/model.pt").exists()
 
 
 def test_early_stopping_and_model_round_trip(tmp_path, data, monkeypatch):

@@ -2,7 +2,10 @@
 
 `last.pt` is written (atomically) after every epoch with the model, optimizer, scheduler, RNG states,
 the history and the early-stopping state; `best.pt` holds the weights of the best validation epoch.
-A checkpoint from a different resolved config or seed is refused rather than silently mixed in.
+A run resumes only from a checkpoint made by the same run: the same resolved config, seed, input
+files (sha256 of each) and code (hash of the prvr sources). Any other checkpoint, or an unreadable
+one, is set aside (renamed, with the reason in a file beside it) and training starts over, so a
+stale checkpoint can never be continued under new inputs.
 """
 from __future__ import annotations
 
@@ -36,12 +39,30 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
         torch.save(state, fh)  # a file handle: the archive's inner name must not carry the temp name
 
 
-def load_checkpoint(path: str | Path, config_sha256: str, seed: int) -> dict:
-    """Load a resume checkpoint and check it belongs to this config and seed."""
+def load_checkpoint(path: str | Path, identity: dict) -> dict:
+    """Load a resume checkpoint; CheckpointError names why it is not this run's (unreadable, or
+    which part of the run identity differs: config_sha256, seed, an input's hash, code)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises many types for a truncated or foreign file
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}); delete it to restart") from None
-    if state.get("config_sha256") != config_sha256 or state.get("seed") != seed:
-        raise CheckpointError(f"{path}: checkpoint was made with another config or seed; delete it to restart")
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__})") from None
+    saved = state.get("identity", {}) if isinstance(state, dict) else {}
+    for key, value in identity.items():
+        if key == "inputs" and isinstance(value, dict):
+            for name, digest in value.items():
+                if saved.get("inputs", {}).get(name) != digest:
+                    raise CheckpointError(f"{path}: made from another {name} (sha256 differs)")
+        elif saved.get(key) != value:
+            raise CheckpointError(f"{path}: made with another {key}")
     return state
+
+
+def set_aside(ckpt_dir: Path, reason: str) -> Path:
+    """Rename a checkpoint folder that must not be resumed to checkpoints.stale-<n>, with the reason
+    in STALE.txt inside; returns the new path."""
+    n = 1
+    while (dest := ckpt_dir.with_name(f"{ckpt_dir.name}.stale-{n}")).exists():
+        n += 1
+    ckpt_dir.rename(dest)
+    (dest / "STALE.txt").write_text(reason + "\n")
+    return dest

@@ -28,7 +28,9 @@ from prvr.evaluation.evaluate import evaluate_split
 from prvr.io import write_text
 from prvr.losses import create_loss
 from prvr.models import create_model
-from prvr.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from prvr.provenance import sha256_file, source_hash
+from prvr.training.checkpoint import (CheckpointError, load_checkpoint, rng_state, save_checkpoint,
+                                      set_aside, set_rng_state)
 from prvr.training.optim import clips_inside, create_optimizer, create_scheduler
 
 
@@ -107,10 +109,10 @@ def train(cfg: Config, seed: int, data: TrainData, out_dir: str | Path) -> dict:
         if split.truncated_captions:
             print(f"{name}: {split.truncated_captions} captions cut to max_query_len={cfg.model.max_query_len} tokens")
     model, loss_fn, optimizer, scheduler = _build(cfg, len(train_set))
-    cfg_hash = config_hash(cfg)
+    identity = run_identity(cfg, seed, data)
     state = {"epoch": -1, "best_sumr": -1.0, "best_epoch": -1, "history": []}
-    if (ckpt_dir / "last.pt").exists():
-        saved = load_checkpoint(ckpt_dir / "last.pt", cfg_hash, seed)
+    saved = _resumable(ckpt_dir, identity)
+    if saved is not None:
         model.load_state_dict(saved["model"])
         loss_fn.load_state_dict(saved["loss"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -135,8 +137,27 @@ def train(cfg: Config, seed: int, data: TrainData, out_dir: str | Path) -> dict:
         save_checkpoint(ckpt_dir / "last.pt", {
             **state, "model": model.state_dict(), "loss": loss_fn.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": rng_state(), "config_sha256": cfg_hash, "seed": seed})
+            "scheduler": scheduler.state_dict(), "rng": rng_state(), "identity": identity})
     return _finish(cfg, seed, out_dir, state)
+
+
+def run_identity(cfg: Config, seed: int, data: TrainData) -> dict:
+    """Everything that determines a training run: resolved config, seed, input files, code."""
+    return {"config_sha256": config_hash(cfg), "seed": seed, "code": source_hash(),
+            "inputs": {name: sha256_file(path) for name, path in sorted(vars(data).items())}}
+
+
+def _resumable(ckpt_dir: Path, identity: dict) -> dict | None:
+    """This run's last checkpoint, or None; another run's (or an unreadable) checkpoint folder is
+    set aside with the reason logged, and training starts over."""
+    if not (ckpt_dir / "last.pt").exists():
+        return None
+    try:
+        return load_checkpoint(ckpt_dir / "last.pt", identity)
+    except CheckpointError as err:
+        dest = set_aside(ckpt_dir, str(err))
+        print(f"not resuming: {err}; moved to {dest}, starting over")
+        return None
 
 
 def _finish(cfg: Config, seed: int, out_dir: Path, state: dict) -> dict:
