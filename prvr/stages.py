@@ -40,13 +40,9 @@ def _encoder(cfg: Config, weights: Path | None):
 
 def extract_video_shard(cfg: Config, videos_dir: Path, vids: list[str], weights: Path | None, out: Path) -> None:
     """Decode and encode one shard of videos into an HDF5 shard."""
+    from prvr.data.video_files import video_files
     from prvr.features.extract import extract_video_features
-    paths = {}
-    for vid in vids:
-        matches = sorted(Path(videos_dir).glob(f"{vid}.*"))
-        if not matches:
-            raise PrvrError(f"{videos_dir}: no video file for id {vid!r}")
-        paths[vid] = matches[0]
+    paths = video_files(videos_dir, vids)  # exact names: an id is never a glob pattern
     extract_video_features(paths, _encoder(cfg, weights), cfg.frames, out)
 
 

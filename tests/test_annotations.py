@@ -47,7 +47,7 @@ def test_activitynet_excerpt_sentence_index_and_running_desc_id():
 
 def test_activitynet_reversed_span_is_an_error_unless_fixed():
     path = DATA / "activitynet_train_reversed_span.json"
-    with pytest.raises(AnnotationError, match=r"v_0bosp4-pyTM' sentence 3: start 61.29 > end 60.71"):
+    with pytest.raises(AnnotationError, match=r"v_0bosp4-pyTM' sentence 3: start 61.29 >= end 60.71"):
         read_activitynet_json(path)
     fixed = read_activitynet_json(path, bad_spans="fix")
     assert (fixed[3].start, fixed[3].end) == (60.71, 61.29)
@@ -81,9 +81,13 @@ GOOD = '{"vid_name": "v1", "duration": 10.0, "ts": [1.0, 2.0], "desc": "a cat.",
 @pytest.mark.parametrize("bad_line, message", [
     ('{"vid_name": "v1", "duration": 10', "malformed JSON"),
     ('{"vid_name": "v1", "duration": 10.0, "desc": "x", "desc_id": 2}', "missing field 'ts'"),
-    ('{"vid_name": "v1", "duration": 10.0, "ts": [5, 3], "desc": "x", "desc_id": 2}', "start 5.0 > end 3.0"),
+    ('{"vid_name": "v1", "duration": 10.0, "ts": [5, 3], "desc": "x", "desc_id": 2}', "start 5.0 >= end 3.0"),
     ('{"vid_name": "v1", "duration": 10.0, "ts": [1], "desc": "x", "desc_id": 2}', "ts must be"),
-    ('{"vid_name": "v1", "duration": "ten", "ts": [1, 2], "desc": "x", "desc_id": 2}', "duration must be a number"),
+    ('{"vid_name": "v1", "duration": "ten", "ts": [1, 2], "desc": "x", "desc_id": 2}', "duration must be a finite number"),
+    ('{"vid_name": "v1", "duration": 10.0, "ts": [NaN, 1.75], "desc": "x", "desc_id": 2}', "ts must be a finite number, got nan"),
+    ('{"vid_name": "v1", "duration": Infinity, "ts": [1, 2], "desc": "x", "desc_id": 2}', "duration must be a finite number"),
+    ('{"vid_name": "v1", "duration": 10.0, "ts": [1, 50], "desc": "x", "desc_id": 2}', "end 50.0 is more than 0.1 s past the duration 10.0"),
+    ('{"vid_name": "v1", "duration": 10.0, "ts": [3, 3], "desc": "x", "desc_id": 2}', "start 3.0 >= end 3.0"),
     ('{"vid_name": "v1", "duration": 10.0, "ts": [1, 2], "desc": "  ", "desc_id": 2}', "empty description"),
     ('{"vid_name": "v1", "duration": 10.0, "ts": [1, 2], "desc": "x", "desc_id": 1}', "duplicate desc_id 1"),
     ('{"vid_name": "v#1", "duration": 10.0, "ts": [1, 2], "desc": "x", "desc_id": 2}', "video id must be"),

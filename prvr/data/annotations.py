@@ -9,14 +9,16 @@ the position among that video's lines. Descriptions are whitespace-normalised (o
     write_caption_txt(queries, "tvr_test.caption.txt")   # "<vid>#enc#<k> <caption>" per line
 
 Bad input raises AnnotationError with a one-line message "<file>:<line>: <what is wrong>".
-Spans: bad_spans="error" rejects a negative start, start > end, or a start beyond the duration
-(an end a little past the duration is kept: ActivityNet rounds ends up); "fix" swaps reversed
-spans and clips them to [0, duration] (ActivityNet train has two reversed spans); "keep" checks
-nothing.
+Every number must be finite. Spans: bad_spans="error" rejects a negative start, start >= end, a
+start beyond the duration, or an end more than END_TOLERANCE_S past it (an end a little past the
+duration is kept: ActivityNet rounds ends up, by at most 0.01 s in its release files); "fix" swaps
+reversed spans and clips them to [0, duration] (ActivityNet train has reversed and empty spans);
+"keep" checks nothing but finiteness.
 """
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from prvr.errors import PrvrError
 from prvr.io import write_text
 
 FORMATS = ("tvr", "activitynet", "charades")
+END_TOLERANCE_S = 0.1  # how far (seconds) an end may pass the video's duration
 SPAN_POLICIES = ("error", "fix", "keep")
 
 
@@ -82,8 +85,8 @@ def _clean_desc(desc, where: str) -> str:
 
 
 def _number(value, name: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _fail(where, f"{name} must be a number, got {value!r}"[:200])
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        _fail(where, f"{name} must be a finite number, got {value!r}"[:200])
     return float(value)
 
 
@@ -99,10 +102,12 @@ def _span(start: float, end: float, duration: float | None, policy: str, where: 
         return start, end
     if start < 0:
         _fail(where, f"negative start {start}")
-    if start > end:
-        _fail(where, f"start {start} > end {end}")
+    if start >= end:
+        _fail(where, f"start {start} >= end {end}")
     if duration is not None and start > duration:
         _fail(where, f"start {start} is beyond the duration {duration}")
+    if duration is not None and end > duration + END_TOLERANCE_S:
+        _fail(where, f"end {end} is more than {END_TOLERANCE_S} s past the duration {duration}")
     return start, end
 
 

@@ -1,0 +1,48 @@
+"""Find each video id's file in a folder by exact name: `<id>.<extension>`, never a pattern.
+
+An id is matched against file names literally (an id like `vid[b]` or `v*` is not a glob), only
+regular files count (a folder named `x.mp4` is not a video), and two files for one id
+(`v1.mp4` and `v1.mkv`) are an error rather than a silent pick.
+
+    paths = video_files("videos/", ["v1", "vid[b]"])   # {"v1": Path("videos/v1.mp4"), ...}
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prvr.errors import PrvrError
+
+
+class VideoFileError(PrvrError, FileNotFoundError):
+    """A video id has no file, or more than one, in its folder."""
+
+
+def index_folder(videos_dir: str | Path) -> dict[str, list[Path]]:
+    """{name without its last extension: [regular files with that name]} of one folder."""
+    videos_dir = Path(videos_dir)
+    try:
+        entries = list(os.scandir(videos_dir))
+    except OSError as err:
+        raise VideoFileError(f"{videos_dir}: cannot list the video folder ({err.strerror})") from None
+    index: dict[str, list[Path]] = {}
+    for entry in entries:
+        stem, dot, _ = entry.name.rpartition(".")
+        if dot and stem and entry.is_file():
+            index.setdefault(stem, []).append(Path(entry.path))
+    return index
+
+
+def video_files(videos_dir: str | Path, vids: list[str]) -> dict[str, Path]:
+    """The one file `<id>.<ext>` of each id in `vids`; a missing or doubled id is a one-line error."""
+    index = index_folder(videos_dir)
+    paths = {}
+    for vid in vids:
+        found = sorted(index.get(vid, []))
+        if not found:
+            raise VideoFileError(f"{videos_dir}: no video file for id {vid!r} (expected {vid}.<ext>)")
+        if len(found) > 1:
+            raise VideoFileError(f"{videos_dir}: {len(found)} files for id {vid!r}: "
+                                 f"{', '.join(p.name for p in found)}")
+        paths[vid] = found[0]
+    return paths
