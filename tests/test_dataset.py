@@ -1,10 +1,11 @@
 """Frame resampling and batching of videos with all their captions."""
+import h5py
 import numpy as np
 import pytest
 import torch
 
 from prvr.data.dataset import PRVRDataset, collate_videos, pad_queries, resample_edges, resample_frames
-from prvr.data.feature_store import write_features
+from prvr.data.feature_store import FeatureError, write_features
 
 
 def test_resample_mean_pools_contiguous_bins():
@@ -132,3 +133,50 @@ def test_collate_maps_queries_to_their_video_and_keeps_eot():
     assert batch["query_to_video"].tolist() == [0, 0, 1]
     assert batch["query_feats"].shape == (3, 3, 3)
     torch.testing.assert_close(batch["query_eot"][:, 0], torch.tensor([1.0, 2.0, 5.0]))
+
+
+def _bad_store_split(tmp_path, video=None, caption=None):
+    """Two videos with two captions each (dimension 4); `video`/`caption` replace v1 / v1#enc#1."""
+    captions = [f"v{i}#enc#{k}" for i in range(2) for k in range(2)]
+    (tmp_path / "split.caption.txt").write_text("".join(f"{c} caption\n" for c in captions))
+    videos = {"v0": np.ones((5, 4)), "v1": np.ones((3, 4)) if video is None else video}
+    tokens = {c: np.ones((6, 4)) for c in captions}
+    if caption is not None:
+        tokens["v1#enc#1"] = caption
+    write_features(tmp_path / "video.h5", videos.items())
+    write_features(tmp_path / "text.h5", tokens.items())
+    return [tmp_path / "split.caption.txt", tmp_path / "video.h5", tmp_path / "text.h5"]
+
+
+def _with_nan(rows, row):
+    array = np.ones((rows, 4))
+    array[row, 2] = np.nan
+    return array
+
+
+def test_good_stores_load(tmp_path):
+    ds = PRVRDataset(*_bad_store_split(tmp_path), frame_tokens=4)
+    assert ds.frames.shape == (2, 4, 4) and len(ds.queries) == 4
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"video": _with_nan(5, 3)}, "video.h5: video 'v1': NaN in row 3"),
+    ({"video": np.ones((2, 3))}, "video.h5: video 'v1' has dimension 3, expected 4 (first video 'v0')"),
+    ({"video": np.ones((0, 4))}, "video.h5: video 'v1' has 0 rows"),
+    ({"caption": np.where(np.arange(24).reshape(6, 4) == 9, np.inf, 1.0)}, "text.h5: caption 'v1#enc#1': inf in row 2"),
+    ({"caption": np.ones((6, 5))}, "text.h5: caption 'v1#enc#1' has dimension 5, expected 4 (first caption 'v0#enc#0')"),
+    ({"caption": np.ones((0, 4))}, "text.h5: caption 'v1#enc#1' has 0 rows"),
+])
+def test_bad_features_name_the_file_and_the_id(tmp_path, bad, message):
+    with pytest.raises(FeatureError) as err:
+        PRVRDataset(*_bad_store_split(tmp_path, **bad), frame_tokens=4)
+    assert str(err.value) == f"{tmp_path}/{message}"
+
+
+def test_non_2d_entry_is_named(tmp_path):
+    paths = _bad_store_split(tmp_path)
+    with h5py.File(paths[1], "a") as f:  # write_features refuses this; a foreign file may hold it
+        del f["v1"]
+        f["v1"] = np.ones((2, 3, 4), np.float32)
+    with pytest.raises(FeatureError, match=r"video\.h5: video 'v1' has shape \(2, 3, 4\), expected 2-D"):
+        PRVRDataset(*paths, frame_tokens=4)

@@ -8,8 +8,9 @@ import torch
 
 from prvr.config import FramesConfig
 from prvr.data.decoding import VideoDecodeError
-from prvr.data.feature_store import (FeatureStore, FeatureStoreError, UnknownIdError, merge_stores,
-                                     write_features)
+from prvr.data.feature_store import (FeatureCheck, FeatureError, FeatureStore, FeatureStoreError, UnknownIdError,
+                                     merge_stores, write_features)
+from prvr.errors import PrvrError
 from prvr.features.clip import encode_text_tokens, load_clip
 from prvr.features.extract import extract_text_features, extract_video_features, shards
 
@@ -108,7 +109,7 @@ def test_shards_cut_ids_in_order():
 @pytest.fixture(scope="module")
 def encoder():
     torch.manual_seed(0)
-    return load_clip("prvr-tiny-clip", None, batch_size=16)
+    return load_clip("prvr-tiny-clip", None, batch_size=16, allow_random=True)
 
 
 def test_extract_video_shard(tmp_path, encoder):
@@ -144,3 +145,27 @@ def test_extract_text_tokens_with_eot_index(tmp_path, encoder):
         assert store.shape("v2#enc#0") == (3, 64)  # start, "dog", end-of-text
         assert store.shape("v3#enc#0") == (77, 64)  # truncated to the context length
         assert store.attrs["kind"] == "text" and store.attrs["context_length"] == 77
+
+
+def test_feature_check_passes_good_arrays_through():
+    check = FeatureCheck("video.h5", "video")
+    good = np.ones((3, 4), np.float32)
+    assert check("v0", good) is good
+    assert check("v1", np.zeros((1, 4), np.float32)) is not None
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ([("v0", np.zeros((0, 4)))], "video.h5: video 'v0' has 0 rows"),
+    ([("v0", np.zeros(4))], "video.h5: video 'v0' has shape (4,), expected 2-D (rows, dimension)"),
+    ([("v0", np.zeros((2, 4))), ("v1", np.zeros((2, 3)))],
+     "video.h5: video 'v1' has dimension 3, expected 4 (first video 'v0')"),
+    ([("v0", np.array([[0.0, 1.0], [2.0, np.nan], [np.inf, 0.0]]))], "video.h5: video 'v0': NaN in row 1"),
+    ([("v0", np.array([[0.0, 1.0], [2.0, 3.0], [-np.inf, np.nan]]))], "video.h5: video 'v0': -inf in row 2"),
+])
+def test_feature_check_names_file_id_and_problem(arrays, message):
+    check = FeatureCheck("video.h5", "video")
+    with pytest.raises(FeatureError) as err:
+        for item_id, array in arrays:
+            check(item_id, array)
+    assert str(err.value) == message
+    assert isinstance(err.value, PrvrError) and "\n" not in str(err.value)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from prvr.data.annotations import AnnotationError, read_caption_txt
-from prvr.data.feature_store import FeatureStore
+from prvr.data.feature_store import FeatureCheck, FeatureStore
 
 
 def resample_edges(n_frames: int, n_tokens: int) -> np.ndarray:
@@ -96,7 +96,9 @@ class PRVRDataset(torch.utils.data.Dataset):
     """One item per video: its resampled frame features and the token features of its captions.
 
     Features are read into memory once (the demo and the real benchmarks' resampled features fit:
-    TVR is 17k videos x 128 x 768 float16 = 3.4 GB; `dtype` lets a user halve it).
+    TVR is 17k videos x 128 x 768 float16 = 3.4 GB; `dtype` lets a user halve it). Each array is
+    checked as read (FeatureCheck): an empty, non-2-D, other-dimension or non-finite entry is a
+    FeatureError naming the store file and the id.
     """
 
     def __init__(self, caption_file, video_store, text_store, frame_tokens: int, dtype=np.float32,
@@ -108,13 +110,17 @@ class PRVRDataset(torch.utils.data.Dataset):
             raise ValueError(f"max_query_len must be >= 1 or None, got {max_query_len}")
         self.index = read_split(caption_file)
         self.max_query_len = max_query_len
+        # every array is checked as read, so a bad entry is reported by file and id (FeatureCheck)
+        check_video = FeatureCheck(video_store, "video")
         with FeatureStore(video_store) as videos:
-            self.frames = np.stack([resample_frames(videos[v], frame_tokens) for v in self.index.videos]).astype(dtype)  # (V, Nf, D)
+            self.frames = np.stack([resample_frames(check_video(v, videos[v]), frame_tokens)
+                                    for v in self.index.videos]).astype(dtype)  # (V, Nf, D)
         self.queries = {}  # caption id -> (L, D), L <= max_query_len
         self.truncated_captions = 0
+        check_caption = FeatureCheck(text_store, "caption")
         with FeatureStore(text_store) as texts:
             for c in self.index.caption_ids:
-                tokens = texts[c]
+                tokens = check_caption(c, texts[c])
                 if max_query_len is not None and tokens.shape[0] > max_query_len:
                     tokens = tokens[:max_query_len]
                     self.truncated_captions += 1

@@ -8,6 +8,8 @@ provenance (model, fps, ...); a dataset may carry its own attributes (e.g. `eot_
     with FeatureStore("shard.h5") as store:
         x = store["v1"]                                # (n_frames, D) float32
     merge_stores(["s0.h5", "s1.h5"], "video_feats.h5")  # a duplicate id is an error
+    check = FeatureCheck("shard.h5", "video")          # rows, one dimension, finite values
+    x = check("v1", x)                                 # or FeatureError naming file and id
 
 Files are written under a temporary name and renamed when complete (prvr.io.atomic_path).
 """
@@ -33,6 +35,47 @@ class UnknownIdError(PrvrError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise print the repr of its argument
         return str(self.args[0])
+
+
+class FeatureError(PrvrError, ValueError):
+    """An entry's features cannot be used (no rows, not 2-D, another dimension, NaN or inf).
+    One-line message naming the file and the id."""
+
+
+class FeatureCheck:
+    """Checks the arrays of one kind ('video', 'caption') read from one store, as they are read.
+
+        check = FeatureCheck("video.h5", "video")
+        feats = check("vid7", store["vid7"])   # the array itself, or FeatureError
+
+    Each array must be 2-D with at least one row, have the dimension of the first array checked and
+    hold only finite values: a bad entry found here names its id, where it would otherwise surface
+    later as a shape error from np.stack, an IndexError, or a NaN loss naming no video.
+    """
+
+    def __init__(self, path: str | Path, kind: str):
+        self.path = Path(path)
+        self.kind = kind
+        self.first: tuple[str, int] | None = None  # (id, dimension) of the first array checked
+
+    def __call__(self, item_id: str, array: np.ndarray) -> np.ndarray:
+        where = f"{self.path}: {self.kind} {item_id!r}"
+        if array.ndim != 2:
+            raise FeatureError(f"{where} has shape {array.shape}, expected 2-D (rows, dimension)")
+        if array.shape[0] == 0:
+            raise FeatureError(f"{where} has 0 rows")
+        dim = array.shape[1]
+        if self.first is None:
+            self.first = (item_id, dim)
+        elif dim != self.first[1]:
+            raise FeatureError(f"{where} has dimension {dim}, expected {self.first[1]} "
+                               f"(first {self.kind} {self.first[0]!r})")
+        finite = np.isfinite(array)  # one vectorised pass; the slow path below runs only on bad data
+        if not finite.all():
+            row = int(np.flatnonzero(~finite.all(axis=1))[0])
+            value = array[row][~finite[row]][0]
+            raise FeatureError(f"{where}: {'NaN' if np.isnan(value) else str(value)} in row {row}")
+        return array
 
 
 def _check_id(item_id: str, path: Path) -> None:
