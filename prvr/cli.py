@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = (("--config",), {"default": "config/config.yaml"})
     out = (("--out",), {"required": True})
-    weights = (("--weights",), {"default": None, "help": "weights file (default: config clip.pretrained)"})
+    weights = (("--weights",), {"default": None, "help": "open_clip tag or weights file (default: config "
+                                                    "clip.pretrained; one of the two is required)"})
     add("corpus", _cmd_corpus, config, out)
     add("captions", _cmd_captions, (("annotations",), {}), (("out",), {}))
     add("pretrain-clip", _cmd_pretrain_clip, config, out)

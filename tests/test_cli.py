@@ -47,3 +47,14 @@ def test_collapse_on_missing_data_is_one_line_error(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "test.caption.txt" in lines[0]
     assert not (tmp_path / "c.json").exists()
+
+
+def test_features_without_weights_is_one_line_error(tmp_path):
+    """clip.pretrained null (the demo config) and no --weights: refuse to encode with a random CLIP."""
+    captions = tmp_path / "train.caption.txt"
+    captions.write_text("v1#enc#0 a man flips a pancake\n")
+    proc = prvr("text-features", "--captions", captions, "--out", tmp_path / "t.h5")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "clip.model 'prvr-tiny-clip': no weights" in lines[0]
+    assert not (tmp_path / "t.h5").exists()

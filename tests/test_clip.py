@@ -29,7 +29,7 @@ def fake_pairs(n, seed, image_size):
 @pytest.fixture(scope="module")
 def encoder():
     torch.manual_seed(0)
-    return load_clip("prvr-tiny-clip", None, batch_size=4)
+    return load_clip("prvr-tiny-clip", None, batch_size=4, allow_random=True)
 
 
 def _frames(n, size=32, seed=0):
@@ -49,6 +49,15 @@ def test_load_errors_are_one_line(name, pretrained, match):
     with pytest.raises(ClipError, match=match) as info:
         load_clip(name, pretrained)
     assert "\n" not in str(info.value)
+
+
+def test_no_weights_is_an_error_unless_random_is_asked_for():
+    """`prvr video-features` without --weights and clip.pretrained null must not encode with noise."""
+    for pretrained in (None, ""):
+        with pytest.raises(ClipError, match=r"clip.model 'prvr-tiny-clip': no weights") as info:
+            load_clip("prvr-tiny-clip", pretrained)
+        assert "\n" not in str(info.value)
+    assert load_clip("prvr-tiny-clip", None, allow_random=True).pretrained is None
 
 
 def test_openai_weights_get_quick_gelu():
@@ -101,7 +110,7 @@ def test_token_features_do_not_depend_on_batch_padding(encoder):
 
 def test_token_features_of_custom_text_clip():
     torch.manual_seed(0)
-    custom = load_clip("prvr-tiny-clip", None, force_custom_text=True)
+    custom = load_clip("prvr-tiny-clip", None, allow_random=True, force_custom_text=True)
     assert isinstance(custom.model, open_clip.CustomTextCLIP)
     tokens = encode_text_tokens(custom, CAPTIONS[:3])
     with torch.no_grad():
@@ -143,6 +152,6 @@ def test_pretraining_is_deterministic_and_loadable(tmp_path):
     assert report["heldout"]["chance_r1"] == pytest.approx(1 / 3, abs=0.2)  # three distinct captions
     trained = load_clip("prvr-tiny-clip", str(tmp_path / "a.pt"))
     torch.manual_seed(TINY_PRETRAIN.seed)
-    untrained = load_clip("prvr-tiny-clip", None)
+    untrained = load_clip("prvr-tiny-clip", None, allow_random=True)
     frames = _frames(2)
     assert not np.allclose(encode_frames(trained, frames), encode_frames(untrained, frames))

@@ -1,6 +1,7 @@
 """CLIP frame and caption features through open_clip, for any open_clip model and the demo's tiny one.
 
     enc = load_clip("ViT-L-14", "openai")              # or load_clip("prvr-tiny-clip", "tiny_clip.pt")
+                                                       # random init only with allow_random=True
     frame_feats = encode_frames(enc, frames)           # (T, D) float32, frames (T, H, W, 3) uint8
     token_feats = encode_text_tokens(enc, captions)    # list of (L_i, D) float32, last row = end-of-text
 
@@ -85,10 +86,17 @@ def _check_sources(name: str, pretrained: str | None) -> None:
 
 
 def load_clip(name: str, pretrained: str | None, device: str = "cpu", batch_size: int = 256,
-              **create_kwargs) -> ClipEncoder:
-    """Build `name` with weights `pretrained` (tag, file path, or None for random init), eval mode."""
+              allow_random: bool = False, **create_kwargs) -> ClipEncoder:
+    """Build `name` with weights `pretrained` (open_clip tag or file path), eval mode.
+
+    pretrained=None (random init) is an error unless allow_random=True: features of an untrained
+    CLIP are meaningless, and open_clip itself would only log a warning.
+    """
     _check_sources(name, pretrained)
     pretrained = str(pretrained) if pretrained else None
+    if pretrained is None and not allow_random:
+        raise ClipError(f"clip.model {name!r}: no weights (clip.pretrained is null and no --weights); "
+                        f"give an open_clip tag or a weights file")
     create_kwargs.setdefault("force_quick_gelu", _quick_gelu_for(name, pretrained))
     try:
         model, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device,

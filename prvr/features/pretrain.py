@@ -117,7 +117,7 @@ def pretrain_tiny_clip(cfg: ClipPretrainConfig, out_path: str | Path, model_name
         raise ValueError(f"pretraining needs positive n_pairs, epochs, batch_size and n_heldout: {cfg}")
     started = time.time()
     generator = _seed_everything(cfg.seed)
-    encoder = load_clip(model_name, None)  # random init, drawn from the seeded torch RNG
+    encoder = load_clip(model_name, None, allow_random=True)  # random init, drawn from the seeded torch RNG
     pairs_fn = pairs_fn or _default_pairs()
     frames, captions = pairs_fn(cfg.n_pairs, cfg.seed, encoder.image_size)
     tokens = encoder.tokenizer(captions)  # (N, 77), tokenised once
