@@ -36,6 +36,21 @@ def _cfg(loss=None, **train):
     return merge(Config(), {**TINY, "train": {**TINY["train"], **train}, "loss": loss or {}})
 
 
+def interrupted_run(monkeypatch, cfg, seed, data, out_dir, at_epoch=2):
+    """Train until epoch `at_epoch` starts, then die as a kill would (KeyboardInterrupt)."""
+    import prvr.training.trainer as trainer
+    real_epoch = trainer.train_epoch
+
+    def dying(model, loss_fn, loader, optimizer, scheduler, epoch, cfg, seed):
+        if epoch == at_epoch:
+            raise KeyboardInterrupt
+        return real_epoch(model, loss_fn, loader, optimizer, scheduler, epoch, cfg, seed)
+    monkeypatch.setattr(trainer, "train_epoch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, seed, data, out_dir)
+    monkeypatch.setattr(trainer, "train_epoch", real_epoch)
+
+
 def test_same_seed_same_weights_and_log(tmp_path, data):
     a = train(_cfg(), 3, data, tmp_path / "a")
     b = train(_cfg(), 3, data, tmp_path / "b")
@@ -55,18 +70,8 @@ def test_resume_is_exact_when_interrupted(tmp_path, data, monkeypatch, loss):
     """Kill training during epoch 2; the rerun continues from last.pt and ends with the same weights
     (the model's and the loss's own: CBVA's projection head)."""
     train(_cfg(loss), 6, data, tmp_path / "full")
-    import prvr.training.trainer as trainer
-    real_epoch = trainer.train_epoch
-
-    def dying(model, loss_fn, loader, optimizer, scheduler, epoch, cfg, seed):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real_epoch(model, loss_fn, loader, optimizer, scheduler, epoch, cfg, seed)
-    monkeypatch.setattr(trainer, "train_epoch", dying)
-    with pytest.raises(KeyboardInterrupt):
-        train(_cfg(loss), 6, data, tmp_path / "cut")
+    interrupted_run(monkeypatch, _cfg(loss), 6, data, tmp_path / "cut")
     assert not (tmp_path / "cut/model.pt").exists()
-    monkeypatch.setattr(trainer, "train_epoch", real_epoch)
     train(_cfg(loss), 6, data, tmp_path / "cut")
     assert (tmp_path / "cut/train_log.jsonl").read_text() == (tmp_path / "full/train_log.jsonl").read_text()
     full = torch.load(tmp_path / "full/checkpoints/last.pt", weights_only=False)
@@ -89,19 +94,9 @@ def test_changed_input_byte_starts_over(tmp_path, data, monkeypatch, capsys):
     """Interrupted run, then one byte of an input file changes: the rerun must not continue the old
     checkpoint (issue 9: a stale resume gave the old weights under new provenance)."""
     import shutil
-    import prvr.training.trainer as trainer
     from prvr.training.trainer import TrainData
     local = TrainData(*(shutil.copy(p, tmp_path / p.name) for p in vars(data).values()))
-    real_epoch = trainer.train_epoch
-
-    def dying(model, loss_fn, loader, optimizer, scheduler, epoch, cfg, seed):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real_epoch(model, loss_fn, loader, optimizer, scheduler, epoch, cfg, seed)
-    monkeypatch.setattr(trainer, "train_epoch", dying)
-    with pytest.raises(KeyboardInterrupt):
-        train(_cfg(), 3, local, tmp_path / "run")
-    monkeypatch.setattr(trainer, "train_epoch", real_epoch)
+    interrupted_run(monkeypatch, _cfg(), 3, local, tmp_path / "run")
     with h5py.File(local.text_feats, "r+") as store:  # one caption token moves a little
         first = sorted(store)[0]
         values = store[first][...]
