@@ -8,6 +8,7 @@ source files) and the sha256 of every input file.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import platform
 import subprocess
@@ -20,13 +21,25 @@ _CHUNK = 1 << 20
 
 
 def sha256_file(path: str | Path) -> str:
-    """sha256 of a file's bytes (a directory: of its files' relative names and hashes, sorted)."""
+    """sha256 of a file's bytes (a directory: of its files' relative names and hashes, sorted).
+
+    A file's hash is remembered for this process under its (path, inode, size, mtime): the trainer
+    hashes its inputs for the resume check and provenance hashes them again when the run ends,
+    which would read a TVR-size feature store twice; any change to the file makes a new key."""
     path = Path(path)
-    digest = hashlib.sha256()
     if path.is_dir():
+        digest = hashlib.sha256()
         for child in sorted(p for p in path.rglob("*") if p.is_file()):
             digest.update(f"{child.relative_to(path)}\0{sha256_file(child)}\n".encode())
         return digest.hexdigest()
+    stat = path.stat()
+    return _hash_bytes(str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _hash_bytes(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    """sha256 of the file at `path`; the other arguments only key the cache."""
+    digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(_CHUNK):
             digest.update(block)

@@ -83,7 +83,7 @@ def evaluate_run(model_path: Path, captions: Path, video_feats: Path, text_feats
     from prvr.training.trainer import model_from_saved
     saved = torch.load(model_path, map_location="cpu", weights_only=False)
     model, cfg = model_from_saved(saved, str(model_path))
-    dataset = PRVRDataset(captions, video_feats, text_feats, cfg.model.frame_tokens, max_query_len=cfg.model.max_query_len)
+    dataset = PRVRDataset.for_model(captions, video_feats, text_feats, cfg.model)
     metrics = evaluate_split(model, dataset, cfg.eval, cfg.train.device)
     seed = int(saved["seed"])
     record = {"split": split, "n_queries": len(dataset.index.caption_ids), "n_videos": len(dataset),
@@ -127,7 +127,7 @@ def _analysis_inputs(model_path: Path | None, cfg: Config, annotation_file: Path
         saved = torch.load(model_path, map_location="cpu", weights_only=False)
         model, cfg = model_from_saved(saved, str(model_path))
         seed = int(saved["seed"])
-    dataset = PRVRDataset(captions, video_feats, text_feats, cfg.model.frame_tokens, max_query_len=cfg.model.max_query_len)
+    dataset = PRVRDataset.for_model(captions, video_feats, text_feats, cfg.model)
     with FeatureStore(video_feats) as store:
         n_frames = {v: store.shape(v)[0] for v in dataset.index.videos}
     rows = read_tvr_jsonl(annotation_file)

@@ -238,6 +238,10 @@ def test_evaluate_stage_records_tie_rule_and_table_still_reads_it(tmp_path, monk
         def __init__(self, *args, **kwargs):
             self.index = type("Index", (), {"caption_ids": ["v0#0", "v1#0"]})()
 
+        @classmethod
+        def for_model(cls, *args, **kwargs):
+            return cls()
+
         def __len__(self):
             return 4
 

@@ -126,6 +126,13 @@ class PRVRDataset(torch.utils.data.Dataset):
                     self.truncated_captions += 1
                 self.queries[c] = tokens.astype(dtype)
 
+    @classmethod
+    def for_model(cls, caption_file, video_store, text_store, model_cfg) -> "PRVRDataset":
+        """The split as a model of `model_cfg` (config `model`) reads it: resampled to
+        frame_tokens, captions cut at max_query_len."""
+        return cls(caption_file, video_store, text_store, model_cfg.frame_tokens,
+                   max_query_len=model_cfg.max_query_len)
+
     def __len__(self) -> int:
         return len(self.index.videos)
 

@@ -116,7 +116,6 @@ def recall_at_k(higher, tied, ks: Iterable[int] = (1, 5, 10, 100), ties: str = "
     ks = tuple(ks)
     if not ks or any(int(k) != k or k < 1 for k in ks):
         raise ValueError(f"ks: expected positive integers, got {ks}")
-    check_ties(ties)
     return {f"R@{int(k)}": float(100.0 * np.mean(hit_probability(higher, tied, int(k), ties))) for k in ks}
 
 

@@ -90,6 +90,8 @@ def make_clip_pooler(cfg: ModelConfig) -> ClipPooler:
 class InputProjection(nn.Module):
     """Features -> hidden: LayerNorm, dropout, linear, ReLU (the GMMFormer family's LinearLayer)."""
 
+    input_layernorm = "net.0"  # the submodule the authors' code names LayerNorm
+
     def __init__(self, input_dim: int, hidden: int, dropout: float):
         super().__init__()
         self.net = nn.Sequential(nn.LayerNorm(input_dim), Dropout(dropout),
@@ -101,6 +103,8 @@ class InputProjection(nn.Module):
 
 class PositionalEmbedding(nn.Module):
     """Learned positional embedding added to tokens, then LayerNorm and dropout."""
+
+    input_layernorm = "norm"  # the submodule the authors' code names LayerNorm
 
     def __init__(self, max_len: int, hidden: int, dropout: float):
         super().__init__()
@@ -186,12 +190,11 @@ def check_merging_stages(cfg: ModelConfig) -> None:
 
 def input_layernorm_names(model: nn.Module) -> set[str]:
     """Names of the LayerNorm parameters inside every InputProjection and PositionalEmbedding of
-    `model`: the modules the authors' code names "LayerNorm", which their optimiser does not decay."""
+    `model` (their `input_layernorm` submodule): the modules the authors' code names "LayerNorm",
+    which their optimiser does not decay."""
     names = set()
     for prefix, module in model.named_modules():
-        norm = (module.net[0] if isinstance(module, InputProjection)
-                else module.norm if isinstance(module, PositionalEmbedding) else None)
-        if norm is not None:
-            names.update(f"{prefix}.{'net.0' if isinstance(module, InputProjection) else 'norm'}.{p}"
-                         for p, _ in norm.named_parameters())
+        if isinstance(module, (InputProjection, PositionalEmbedding)):
+            norm = f"{prefix}.{module.input_layernorm}"
+            names.update(f"{norm}.{p}" for p, _ in model.get_submodule(norm).named_parameters())
     return names

@@ -101,10 +101,8 @@ def train(cfg: Config, seed: int, data: TrainData, out_dir: str | Path) -> dict:
         torch.set_num_threads(cfg.train.num_threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(seed)
-    train_set = PRVRDataset(data.train_captions, data.video_feats, data.text_feats, cfg.model.frame_tokens,
-                            max_query_len=cfg.model.max_query_len)
-    val_set = PRVRDataset(data.val_captions, data.video_feats, data.text_feats, cfg.model.frame_tokens,
-                          max_query_len=cfg.model.max_query_len)
+    train_set = PRVRDataset.for_model(data.train_captions, data.video_feats, data.text_feats, cfg.model)
+    val_set = PRVRDataset.for_model(data.val_captions, data.video_feats, data.text_feats, cfg.model)
     for name, split in (("train", train_set), ("val", val_set)):
         if split.truncated_captions:
             print(f"{name}: {split.truncated_captions} captions cut to max_query_len={cfg.model.max_query_len} tokens")
