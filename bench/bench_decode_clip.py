@@ -73,9 +73,11 @@ def decode_rows(videos: list[Path], short_side: int, repeats: int) -> list[tuple
             rate, frames = best_rate(lambda: fn(path, height, width), repeats)
             rows.append((f"decode {name}", path.name, f"{info['width']}x{info['height']} -> {width}x{height}",
                          str(frames), f"{rate:.0f}"))
-        rate, frames = best_rate(lambda: len(decode_video(path, fps=2.0, size=short_side)), repeats)
-        rows.append(("prvr decode_video, sampled 2 fps + crop", path.name, f"-> {short_side}x{short_side}",
-                     str(frames), f"{rate:.0f}"))
+        for backend in ("decord", "pyav"):
+            rate, frames = best_rate(lambda: len(decode_video(path, fps=2.0, size=short_side, backend=backend)),
+                                     repeats)
+            rows.append((f"prvr decode_video ({backend}), sampled 2 fps + crop", path.name,
+                         f"-> {short_side}x{short_side}", str(frames), f"{rate:.0f}"))
     return rows
 
 

@@ -2,7 +2,8 @@
 
     run_step(snakemake, main)   # main(snakemake, cfg) does the work
 
-Sends the step's stdout/stderr (tqdm included) to the rule's log file, builds the typed config from
+Sends the step's stdout/stderr (tqdm included, and what C libraries such as decord and FFmpeg write
+to file descriptor 2) to the rule's log file, builds the typed config from
 the (schema-validated) Snakemake config, and turns a PrvrError into its one-line message (in the log
 and on stderr) with exit status 1 instead of a traceback.
 """
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from prvr.config import from_dict
+from prvr.data.native_log import redirect_native_stderr
 from prvr.errors import PrvrError
 
 
@@ -23,9 +25,11 @@ def run_step(smk, main) -> None:
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("TQDM_MININTERVAL", "10")  # progress lines in a log file, not a flood
-    with open(log_path, "w") if log_path else contextlib.nullcontext(sys.stderr) as log:
+        log_path.write_text("")  # a fresh log per run; both writers below append (O_APPEND), never overwrite
+    with open(log_path, "a", buffering=1) if log_path else contextlib.nullcontext(sys.stderr) as log:
         try:
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), \
+                    redirect_native_stderr(log_path):  # decord/FFmpeg print from C straight to fd 2
                 cfg = from_dict(dict(smk.config), "config")
                 main(smk, cfg)
         except PrvrError as err:

@@ -1,17 +1,23 @@
-"""Frame sampling by hand, and decord decoding of real files (mp4, mkv, a 3-frame mov, a corrupt mp4)."""
+"""Frame sampling by hand, and decoding of real files (mp4, mkv, a 3-frame mov, a corrupt mp4).
+
+Decoding tests use the default backend (decord where it is installed, else PyAV); the two are
+compared in test_decoding_backends.py, time-based sampling by hand in test_frame_sampling.py.
+"""
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from prvr.data.decoding import VideoDecodeError, decode_video, sample_indices, video_info
+from prvr.data.decoding import (VideoDecodeError, decode_video, plan_frames, resolve_backend, sample_indices,
+                                video_info)
 
 VIDEOS = Path(__file__).parent / "data" / "videos"
 MP4 = VIDEOS / "v_GGSY1Qvo990.mp4"  # 355 frames at 19.62 fps, 320x240
 MKV = VIDEOS / "flipping_a_pancake.mkv"  # 310 frames at 30 fps, 426x240
 MOV = VIDEOS / "decord_video_0.mov"  # 3 frames at 30 fps, 568x320 (0.1 s)
-CORRUPT = VIDEOS / "decord_corrupted.mp4"
+CORRUPT = VIDEOS / "decord_corrupted.mp4"  # 50 frames at 10 fps, broken h264 data
+BACKENDS = ["pyav"] + (["decord"] if resolve_backend("auto") == "decord" else [])
 
 
 def test_sample_by_count_takes_bin_centres():
@@ -43,6 +49,19 @@ def test_sample_count_repeats_frames_of_short_videos_and_max_caps():
 def test_sample_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         sample_indices(**kwargs)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("path", [MP4, MKV, MOV, CORRUPT], ids=lambda p: p.name)
+def test_constant_frame_rate_fixtures_sample_as_index_bins(path, backend):
+    """Sampling by presentation time picks exactly the frames index bins picked (before VFR support)."""
+    info = video_info(path, backend=backend)
+    settings = [{"fps": f} for f in (0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 12.0, 30.0)] + \
+               [{"num_frames": k} for k in (1, 2, 3, 8, 16, 32, 64, 100)] + \
+               [{"fps": 2.0, "max_frames": 4}, {}]
+    for kwargs in settings:
+        expected = sample_indices(info["n_frames"], info["fps"], **kwargs).tolist()
+        assert plan_frames(path, backend=backend, **kwargs).indices.tolist() == expected, kwargs
 
 
 def test_video_info_of_fixtures():

@@ -1,136 +1,154 @@
-"""Video decoding with decord: uniform frame sampling, short-side resize and centre crop.
+"""Video decoding for CLIP features: frames sampled uniformly in time, short-side resize, centre crop.
 
 Used by feature extraction (prvr.features.extract), one video at a time so that full-size frames of
 a whole corpus never sit in memory or on disk:
 
     frames = decode_video("v.mp4", fps=2.0, size=224, max_frames=256)   # (T, 224, 224, 3) uint8
+    frames = decode_video("tvr/vid", fps=2.0, size=224, folder_fps=3)   # a folder of 3 fps JPEGs
 
-`size` reproduces CLIP's inference preprocessing (resize the short side to `size`, keep the
-aspect ratio, centre-crop `size` x `size`); the resize itself is done by decord (ffmpeg's
-scaler) while decoding, which is much cheaper than decoding at full size and resizing after.
-Any problem with a file (missing, unreadable, corrupt, no frames) is a one-line `VideoDecodeError`.
+Sampling (prvr.data.frame_sampling): n targets at the centres of n equal bins of the video's
+duration, each read from the frame on screen at that time, so variable-frame-rate files are
+sampled evenly in time (constant-frame-rate files get the centre frame of n equal index bins).
+
+Backends: `backend="decord"` (random access; its ffmpeg scaler resizes while decoding),
+`"pyav"` (where decord has no wheel: macOS arm64, Linux aarch64; same sampling, swscale bilinear
+like decord, pixels within ~0.4 grey levels of decord's on average) or `"auto"` (decord when
+importable, else PyAV). A directory is decoded as a frame folder only when `folder_fps` is given
+(image k presented at k / folder_fps; see prvr.data.decoders.frame_folder).
+
+`size` reproduces CLIP's inference preprocessing: resize the short side to `size`, keep the aspect
+ratio, centre-crop `size` x `size`. Any problem with a file (missing, a directory, audio only,
+unreadable, corrupt, no frames) is a one-line `VideoDecodeError` naming it. FFmpeg's C-level
+warnings go to fd 2; wrap decoding in `prvr.data.native_log.redirect_native_stderr` to log them.
 """
 from __future__ import annotations
 
-import math
+import importlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+from prvr.data.decoders import frame_folder
+from prvr.data.decoders.common import VideoDecodeError, VideoProbe, centre_crop, resized_dims
+from prvr.data.frame_sampling import (indices_at_times, presentation_duration, sample_indices,
+                                      sample_times, select_frames)
 from prvr.errors import PrvrError
 
+__all__ = ["BACKENDS", "FramePlan", "VideoDecodeError", "decode_frames", "decode_video",
+           "duration_seconds", "indices_at_times", "plan_frames", "resolve_backend", "sample_indices",
+           "sample_times", "video_info"]
 
-class VideoDecodeError(PrvrError, RuntimeError):
-    """A video could not be decoded; the message names the file and the problem in one line."""
-
-
-def sample_indices(n_total: int, native_fps: float, fps: float | None = None,
-                   num_frames: int | None = None, max_frames: int | None = None) -> np.ndarray:
-    """Indices of uniformly sampled frames: the centre frame of each of n equal bins.
-
-    n is `num_frames` when given (repeating frames if the video has fewer), otherwise
-    round(duration * fps) capped at `n_total` (never more frames than the video has), otherwise
-    every frame. `max_frames` caps n in all cases; at least one frame is always returned.
-    """
-    if n_total <= 0:
-        raise ValueError(f"cannot sample from a video with {n_total} frames")
-    if num_frames is not None:
-        if num_frames <= 0:
-            raise ValueError(f"num_frames must be positive, got {num_frames}")
-        n = num_frames
-    elif fps is not None:
-        if fps <= 0 or native_fps <= 0:
-            raise ValueError(f"fps and native_fps must be positive, got {fps} and {native_fps}")
-        n = min(n_total, round(n_total / native_fps * fps))
-    else:
-        n = n_total
-    if max_frames is not None:
-        if max_frames <= 0:
-            raise ValueError(f"max_frames must be positive, got {max_frames}")
-        n = min(n, max_frames)
-    n = max(1, n)
-    bin_centres = (np.arange(n) + 0.5) * (n_total / n)  # (n,) in frame units
-    return np.minimum(np.floor(bin_centres).astype(np.int64), n_total - 1)
+BACKENDS = ("auto", "decord", "pyav")
+_resized_dims = resized_dims  # the name bench/bench_decode_clip.py imports
+_centre_crop = centre_crop
 
 
-def _short_line(err: BaseException) -> str:
-    """decord's errors are multi-line C++ logs; keep the most specific part of the last line."""
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    last = lines[-1] if lines else type(err).__name__
-    # "[12:00:00] /src/x.cc:218: Check failed: ... Thread worker: Error sending packet." -> tail
-    return last.rsplit(": ", 1)[-1] if "Check failed" in last else last.split("] ")[-1]
+class FramePlan(NamedTuple):
+    """Which frames a decode call reads: frame indices, target times and the frames' own start times (s)."""
+
+    indices: np.ndarray
+    target_times: np.ndarray
+    frame_times: np.ndarray
 
 
-def _open_reader(path: Path, width: int = -1, height: int = -1):
-    """A decord VideoReader on the CPU, errors turned into VideoDecodeError."""
-    import decord
-
-    if not path.is_file():
-        raise VideoDecodeError(f"{path}: video file not found")
+def _backend_module(name: str):
     try:
-        return decord.VideoReader(str(path), ctx=decord.cpu(0), width=width, height=height)
-    except (decord.DECORDError, RuntimeError) as err:
-        raise VideoDecodeError(f"{path}: cannot open video ({_short_line(err)})") from None
+        return importlib.import_module(f"prvr.data.decoders.{name}_backend")
+    except (ImportError, OSError) as err:  # OSError: a wheel whose shared libraries do not load
+        raise PrvrError(f"video backend {name!r} is not usable here ({err}); "
+                        f"install it or use backend='pyav'") from None
 
 
-def _resized_dims(height: int, width: int, size: int) -> tuple[int, int]:
-    """(h, w) with the short side equal to `size` and the aspect ratio kept (as CLIP's Resize)."""
-    scale = size / min(height, width)
-    return max(size, round(height * scale)), max(size, round(width * scale))
-
-
-def _centre_crop(frames: np.ndarray, size: int) -> np.ndarray:
-    """Crop (T, H, W, 3) to (T, size, size, 3) around the centre (torchvision's rounding)."""
-    height, width = frames.shape[1:3]
-    top = int(round((height - size) / 2.0))
-    left = int(round((width - size) / 2.0))
-    return frames[:, top:top + size, left:left + size]
-
-
-def video_info(path: str | Path) -> dict:
-    """Frame count, average fps and native (height, width) of a video, without decoding it all."""
-    path = Path(path)
-    reader = _open_reader(path)
-    n_total = len(reader)
-    if n_total == 0:
-        raise VideoDecodeError(f"{path}: video has no frames")
+def resolve_backend(backend: str = "auto") -> str:
+    """"decord" or "pyav": the named one, or for "auto" decord when it imports, else PyAV."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        return backend
     try:
-        height, width = reader[0].shape[:2]
-    except Exception as err:  # decord raises DECORDError or RuntimeError depending on where it fails
-        raise VideoDecodeError(f"{path}: cannot decode first frame ({_short_line(err)})") from None
-    return {"n_frames": n_total, "fps": float(reader.get_avg_fps()), "height": height, "width": width}
+        _backend_module("decord")
+        return "decord"
+    except PrvrError:
+        return "pyav"
+
+
+def _is_frame_folder(path: Path, folder_fps: float | None) -> bool:
+    return folder_fps is not None and path.is_dir()
+
+
+def _probe(path: Path, backend: str, folder_fps: float | None) -> VideoProbe:
+    if _is_frame_folder(path, folder_fps):
+        return frame_folder.probe(path, folder_fps)[0]
+    return _backend_module(resolve_backend(backend)).probe(path)
+
+
+def _picker(fps, num_frames, max_frames):
+    """probe -> frame indices, the same rule for every backend."""
+    return lambda info: select_frames(info.frame_starts, fps, num_frames, max_frames, info.fps)[0]
+
+
+def _finish(frames: np.ndarray, path: Path, size: int | None) -> np.ndarray:
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise VideoDecodeError(f"{path}: decoder returned frames of shape {frames.shape}")
+    if size is not None:
+        frames = centre_crop(frames, size)
+    return np.ascontiguousarray(frames, dtype=np.uint8)
 
 
 def decode_video(path: str | Path, fps: float | None = None, num_frames: int | None = None,
-                 size: int | None = None, max_frames: int | None = None) -> np.ndarray:
-    """Decode uniformly sampled frames of one video as (T, H, W, 3) uint8 RGB.
+                 size: int | None = None, max_frames: int | None = None, *, backend: str = "auto",
+                 folder_fps: float | None = None) -> np.ndarray:
+    """Decode frames sampled uniformly in time from one video as (T, H, W, 3) uint8 RGB.
 
-    fps / num_frames / max_frames: see `sample_indices`. size: short side resized to `size`
-    then centre crop to size x size; None keeps the native resolution.
+    fps: frames per second of video to sample (round(duration * fps), at most one per frame);
+    num_frames: exactly this many (frames repeat in short videos); neither: every frame;
+    max_frames caps the count. size: short side resized to `size`, then centre crop to
+    size x size; None keeps the native resolution. folder_fps: decode `path` as a frame folder
+    (see `decode_frames`) when it is a directory; files are decoded as videos regardless.
     """
     path = Path(path)
     if size is not None and size <= 0:
         raise ValueError(f"size must be positive, got {size}")
-    info = video_info(path)
-    height, width = -1, -1
-    if size is not None:
-        height, width = _resized_dims(info["height"], info["width"], size)
-    if fps is not None and num_frames is None and not info["fps"] > 0:
-        raise VideoDecodeError(f"{path}: unknown frame rate, cannot sample at {fps} fps")
-    reader = _open_reader(path, width=width, height=height)
-    indices = sample_indices(info["n_frames"], info["fps"], fps, num_frames, max_frames)
-    try:
-        frames = reader.get_batch(indices.tolist()).asnumpy()  # (T, h, w, 3)
-    except Exception as err:  # corrupt streams fail here, inside decord's threaded decoder
-        raise VideoDecodeError(f"{path}: corrupt or unreadable video ({_short_line(err)})") from None
-    if frames.ndim != 4 or frames.shape[0] != len(indices):
-        raise VideoDecodeError(f"{path}: decoder returned frames of shape {frames.shape}")
-    if size is not None:
-        frames = _centre_crop(frames, size)
-    return np.ascontiguousarray(frames, dtype=np.uint8)
+    if _is_frame_folder(path, folder_fps):
+        return decode_frames(path, folder_fps, fps=fps, num_frames=num_frames, size=size,
+                             max_frames=max_frames)
+    module = _backend_module(resolve_backend(backend))
+    return _finish(module.decode(path, _picker(fps, num_frames, max_frames), size), path, size)
 
 
-def duration_seconds(path: str | Path) -> float:
-    """Length of a video in seconds (frame count / average fps)."""
-    info = video_info(path)
-    return info["n_frames"] / info["fps"] if info["fps"] > 0 else math.nan
+def decode_frames(folder: str | Path, folder_fps: float, fps: float | None = None,
+                  num_frames: int | None = None, size: int | None = None,
+                  max_frames: int | None = None) -> np.ndarray:
+    """Decode a folder of frame images (image k shown at k / folder_fps) like a video.
+
+    Images (.jpg .jpeg .png) in natural file-name order; sampling as `decode_video`; resize is
+    PIL bicubic (CLIP's own filter) and centre crop.
+    """
+    folder = Path(folder)
+    if size is not None and size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    frames = frame_folder.decode(folder, folder_fps, _picker(fps, num_frames, max_frames), size)
+    return _finish(frames, folder, size)
+
+
+def plan_frames(path: str | Path, fps: float | None = None, num_frames: int | None = None,
+                max_frames: int | None = None, *, backend: str = "auto",
+                folder_fps: float | None = None) -> FramePlan:
+    """The frames `decode_video` with these arguments reads, without decoding them."""
+    info = _probe(Path(path), backend, folder_fps)
+    indices, times = select_frames(info.frame_starts, fps, num_frames, max_frames, info.fps)
+    return FramePlan(indices, times, info.frame_starts[indices])
+
+
+def video_info(path: str | Path, *, backend: str = "auto", folder_fps: float | None = None) -> dict:
+    """n_frames, nominal fps, native height and width, and duration (s, first frame to end of last)."""
+    path = Path(path)
+    info = _probe(path, backend, folder_fps)
+    return {"n_frames": info.n_frames, "fps": info.fps, "height": info.height, "width": info.width,
+            "duration": presentation_duration(info.frame_starts, info.fps)}
+
+
+def duration_seconds(path: str | Path, *, backend: str = "auto", folder_fps: float | None = None) -> float:
+    """Length of a video in seconds, from its first frame's start to the end of its last frame."""
+    return video_info(path, backend=backend, folder_fps=folder_fps)["duration"]
