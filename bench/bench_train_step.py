@@ -26,9 +26,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from prvr.config import Config, merge
+from prvr.config_sources import ablation_config
 from prvr.losses import create_loss
 from prvr.models import create_model
-from prvr.stages import ablation_config
 from prvr.training.optim import create_optimizer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -60,7 +60,8 @@ def _cmd_text_features(a):
 
 
 def _cmd_train(a):
-    from prvr.stages import ablation_config, train_run
+    from prvr.config_sources import ablation_config
+    from prvr.stages import train_run
     from prvr.training.trainer import TrainData
     cfg = ablation_config(load_config(a.config), Path(a.ablation))
     d = Path(a.data)
@@ -74,7 +75,7 @@ def _cmd_evaluate(a):
     from prvr.stages import evaluate_run
     d = Path(a.data)
     record = evaluate_run(Path(a.model), d / f"captions/{a.split}.caption.txt", d / "features/video_feats.h5",
-                          d / "features/text_feats.h5", Path(a.out), split=a.split)
+                          d / "features/text_feats.h5", Path(a.out), split=a.split, device=a.device)
     print(record["metrics"])
 
 
@@ -128,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("train", _cmd_train, config, out, (("--ablation",), {"default": "config/ablations/baseline.yaml"}),
         (("--seed",), {"type": int, "default": 9527}), (("--data",), {"default": "results/demo"}))
     add("evaluate", _cmd_evaluate, out, (("--model",), {"required": True}), (("--data",), {"default": "results/demo"}),
-        (("--split",), {"default": "test"}))
+        (("--split",), {"default": "test"}), (("--device",), {"default": "cpu", "help": "cpu (default), cuda, ..."}))
     analysis = (config, out, (("--model",), {"default": None, "help": "model.pt (default: CLIP input features)"}),
                 (("--data",), {"default": "results/demo"}), (("--split",), {"default": "test"}))
     add("collapse", _cmd_collapse, *analysis)

@@ -1,8 +1,13 @@
 """Typed configuration for every stage of the pipeline.
 
-Configs are data files (YAML) loaded into nested dataclasses; an unknown key or a value of the
-wrong type is an error that names the file and the key. Snakemake passes its (already
-schema-validated) config dict to `from_dict`; the CLI and tests use `load_config(path)`.
+Configs are data files (YAML) loaded into nested dataclasses; an unknown key, a value of the wrong
+type or out of range (prvr.config_checks) is an error that names the file and the key. Every source
+goes through `from_dict`: config.yaml and --configfile/--config in Snakemake (prvr.config_sources),
+ablation files, the CLI (`load_config(path)`) and the config saved in a model.pt.
+
+The dataclass defaults are the values of config/config.yaml (the demo scale; a test keeps them
+equal), so a partial file given to `prvr <stage> --config` is completed exactly as Snakemake
+completes it. The paper's values are in config.yaml's comments and config/README.md.
 
     cfg = load_config("config/config.yaml")
     cfg = merge(cfg, {"train": {"epochs": 2}})   # overrides, same strictness
@@ -12,18 +17,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from prvr.errors import PrvrError
-
-
-class ConfigError(PrvrError, ValueError):
-    """A config file or value is wrong; the message names the file and the key."""
+from prvr.config_checks import problems
+from prvr.dataclass_dict import build_dataclass
+from prvr.errors import ConfigError
+from prvr.yaml_files import read_yaml_mapping
 
 
 @dataclass
@@ -42,11 +42,14 @@ class CorpusConfig:
 
 @dataclass
 class FramesConfig:
-    """Decoding (prvr.data.decoding): uniform sampling by fps, or a fixed count when num_frames is set."""
+    """Decoding (prvr.data.decoding): frames at time-uniform positions (by presentation time, so
+    variable-frame-rate files are sampled right), fps per second or num_frames per video.
+    backend: "auto" = decord where it is installed, else PyAV; "decord" or "pyav" to force one."""
     fps: float = 2.0
     num_frames: int | None = None
     max_frames: int = 256
     shard_size: int = 150
+    backend: str = field(default="auto", metadata={"choices": ("auto", "decord", "pyav")})
 
 
 @dataclass
@@ -84,7 +87,7 @@ class MergingConfig:
     clip-branch length; the paper's 128 frame tokens go 128 -> 80 -> 52 -> 32).
     """
     enabled: bool = False
-    stages: tuple[int, ...] = (80, 52, 32)
+    stages: tuple[int, ...] = (24, 16, 8)  # paper: 80, 52, 32 from 128 frame tokens
 
 
 @dataclass
@@ -106,10 +109,10 @@ class ModelConfig:
     name: str = field(default="gmmformer_v2",
                       metadata={"choices": ("gmmformer_v2", "gmmformer_v2_lite")})
     input_dim: int = 64
-    hidden: int = 384
+    hidden: int = 128  # paper: 384
     heads: int = 4
-    frame_tokens: int = 128
-    clip_tokens: int = 32
+    frame_tokens: int = 32  # paper: 128
+    clip_tokens: int = 8  # paper: 32
     gauss_widths: tuple[float, ...] = (0.5, 1.0, 5.0, 10.0, 3.0, 0.1, 8.0)
     fusion_temperature: float = 0.09
     input_norm: str = field(default="l2", metadata={"choices": ("l2", "none")})
@@ -148,7 +151,7 @@ class AdaptiveConfig:
     """
     enabled: bool = False
     form: str = field(default="segments", metadata={"choices": ("segments", "weights")})
-    segment_choices: tuple[int, ...] = (32, 20, 12, 8, 5)
+    segment_choices: tuple[int, ...] = (8, 6, 4, 3, 2)  # paper: 32, 20, 12, 8, 5
     threshold: float = 0.8
     pairing: str = field(default="bipartite", metadata={"choices": ("bipartite", "adjacent")})
 
@@ -202,18 +205,18 @@ class TrainConfig:
     early_stop: stop once more than this many epochs in a row fail to beat the best val SumR
     (authors' max_es_cnt: 10 -> training stops after the 11th failing epoch).
     """
-    epochs: int = 100
-    batch_size: int = 128
+    epochs: int = 40  # paper: 100
+    batch_size: int = 64  # paper: 128
     lr: float = 3e-4
     warmup: float = 0.01
     weight_decay: float = 0.01
     optimizer: str = field(default="bert_adam", metadata={"choices": ("bert_adam", "adamw")})
     weight_decay_groups: str = field(default="authors", metadata={"choices": ("authors", "all")})
     schedule: str = field(default="bert", metadata={"choices": ("bert", "shifted")})
-    early_stop: int = 10
+    early_stop: int = 8  # authors: 10
     grad_clip: float = 1.0
     device: str = "cpu"
-    num_threads: int = 0
+    num_threads: int = 1
 
 
 @dataclass
@@ -224,12 +227,15 @@ class EvalConfig:
     "expected" (default) the mean rank under uniformly random tie-breaking, so R@K adds
     P(rank <= K) = clip((K - h) / (t + 1), 0, 1) for h strictly higher and t tied candidates;
     "optimistic" ignores tied candidates; "pessimistic" ranks every tied candidate first.
+    device: where evaluate, collapse and t-SNE run a trained model (whatever train.device was);
+    "cuda" also gives those rules a GPU on SLURM.
     """
     w_clip: float = 0.4
     w_frame: float = 0.6
     ks: tuple[int, ...] = (1, 5, 10, 100)
     batch_size: int = 512
     ties: str = field(default="expected", metadata={"choices": ("expected", "optimistic", "pessimistic")})
+    device: str = "cpu"
 
 
 @dataclass
@@ -244,9 +250,10 @@ class AnalysisConfig:
 @dataclass
 class Config:
     """One run: a dataset, its features, one model configuration, its training and evaluation."""
-    dataset: str = "demo"
-    seeds: tuple[int, ...] = (9527,)
-    ablations: tuple[str, ...] = ("baseline",)
+    dataset: str = field(default="demo", metadata={"choices": ("demo",)})
+    seeds: tuple[int, ...] = (1, 2, 3)
+    ablations: tuple[str, ...] = ("baseline", "tcpl", "cbva", "merging", "adaptive", "cbva_nohead",
+                                  "full_tcpl_kl", "full_cbva_infonce", "full_adaptive_weights", "full_summary")
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     frames: FramesConfig = field(default_factory=FramesConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
@@ -257,64 +264,20 @@ class Config:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
 
-def _convert(value, hint, where: str):
-    """Check `value` against the type `hint` and convert lists to tuples; `where` names the key."""
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return _build(hint, value, where)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(value, option, where)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0])
-    if origin is tuple:
-        args = typing.get_args(hint)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, str, bool) and type(value) is hint:
-        return value
-    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+def from_dict(data: dict, source: str = "<config>", cls=Config, text: bool = False, check_values: bool = True):
+    """Build a config dataclass from a plain dict; `source` names the file in error messages.
 
-
-def _build(cls, data: dict, where: str):
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        key = f"{where}.{unknown[0]}" if where else unknown[0]
-        raise ConfigError(f"{key}: unknown key (known here: {', '.join(sorted(names))})")
-    kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
-    for f in dataclasses.fields(cls):
-        choices = f.metadata.get("choices")
-        if choices and f.name in kwargs and kwargs[f.name] not in choices:
-            key = f"{where}.{f.name}" if where else f.name
-            raise ConfigError(f"{key}: {kwargs[f.name]!r} is not one of {', '.join(choices)}")
-    return cls(**kwargs)
-
-
-def from_dict(data: dict, source: str = "<config>", cls=Config):
-    """Build a config dataclass from a plain dict; `source` names the file in error messages."""
+    A full `Config` also passes the value checks of prvr.config_checks (the first problem is raised)
+    unless check_values is False (one source of several, checked once merged: prvr.config_sources).
+    text: the values came from a command line as strings (Snakemake's --config)."""
     try:
-        return _build(cls, data or {}, "")
+        cfg = build_dataclass(cls, data or {}, text)
     except ConfigError as err:
-        raise ConfigError(f"{source}: {err}") from None
+        raise ConfigError(f"{source}: {err}", err.key) from None
+    if cls is Config and check_values:
+        for key, problem in problems(cfg)[:1]:
+            raise ConfigError(f"{source}: {key}: {problem}", key)
+    return cfg
 
 
 def to_dict(cfg) -> dict:
@@ -333,21 +296,8 @@ def merge(cfg, overrides: dict, source: str = "<overrides>"):
 
 
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping; a missing file or bad YAML is a one-line ConfigError naming the file."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: invalid YAML{line}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at top level")
-    return data
+    """Read a YAML mapping; a missing file, bad YAML or a duplicate key is a one-line ConfigError."""
+    return read_yaml_mapping(path)
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> Config:
@@ -359,4 +309,23 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
 def config_hash(cfg) -> str:
     """Short stable hash of a resolved config, for provenance."""
     text = json.dumps(to_dict(cfg), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+EVAL_KEYS_FOR_TRAINING = ("w_clip", "w_frame", "ks", "ties")  # model selection on val SumR uses them
+
+
+def training_settings(cfg: Config) -> dict:
+    """Exactly the settings a training run's weights depend on, beside its seed and input files:
+    model, loss, train and the eval keys of model selection. Not in it: dataset, seeds, ablations
+    (names, not settings), corpus/frames/clip (they reach training only through the feature files,
+    whose sha256 the run identity holds), analysis, eval.batch_size and eval.device."""
+    full = to_dict(cfg)
+    return {"model": full["model"], "loss": full["loss"], "train": full["train"],
+            "eval": {k: full["eval"][k] for k in EVAL_KEYS_FOR_TRAINING}}
+
+
+def training_hash(cfg: Config) -> str:
+    """Short stable hash of `training_settings(cfg)`: the config part of a run's identity."""
+    text = json.dumps(training_settings(cfg), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

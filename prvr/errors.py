@@ -8,3 +8,14 @@ the file and what is wrong. The CLI and the Snakemake scripts print that line in
 
 class PrvrError(Exception):
     """Bad input; str(err) is a one-line message naming the file and the problem."""
+
+
+class ConfigError(PrvrError, ValueError):
+    """A config file or value is wrong; the message names the file and the key.
+
+    `key` is the dotted key at fault (e.g. "train.epochs") when there is one, so that a config
+    assembled from several sources can name the source that set it."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key

@@ -9,15 +9,17 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from prvr.config import Config, merge
+from prvr.config import Config
 from prvr.errors import PrvrError
 from prvr.io import write_json
 
 
 def shard_video_ids(annotation_files: list[Path], shard: int, shard_size: int) -> list[str]:
     """Sorted unique video ids over all splits' annotation files, cut into shards of shard_size."""
-    from prvr.data.annotations import read_tvr_jsonl
-    vids = sorted({q.vid for path in annotation_files for q in read_tvr_jsonl(path)})
+    from prvr.data.annotations import check_disjoint_splits, read_tvr_jsonl
+    split_videos = {str(path): [q.vid for q in read_tvr_jsonl(path)] for path in annotation_files}
+    check_disjoint_splits(split_videos)  # before any feature is made: the splits must not share a video
+    vids = sorted({vid for split in split_videos.values() for vid in split})
     n_shards = math.ceil(len(vids) / shard_size)
     if not 0 <= shard < n_shards:
         raise PrvrError(f"shard {shard} out of range: {len(vids)} videos make {n_shards} shards of {shard_size}")
@@ -54,14 +56,6 @@ def extract_text(cfg: Config, caption_files: list[Path], weights: Path | None, o
     extract_text_features(captions, _encoder(cfg, weights), out)
 
 
-def ablation_config(cfg: Config, ablation_file: Path) -> Config:
-    """The base config with one ablation file's overrides applied (its keys: model, loss, train...)."""
-    from prvr.config import load_yaml
-    overrides = load_yaml(ablation_file)
-    overrides.pop("description", None)
-    return merge(cfg, overrides, str(ablation_file))
-
-
 def train_run(cfg: Config, seed: int, data, out_dir: Path, inputs: dict) -> dict:
     """Train one (configuration, seed) and write provenance.json beside model.pt."""
     from prvr.provenance import code_version, write_provenance
@@ -73,18 +67,19 @@ def train_run(cfg: Config, seed: int, data, out_dir: Path, inputs: dict) -> dict
 
 
 def evaluate_run(model_path: Path, captions: Path, video_feats: Path, text_feats: Path, out: Path,
-                 split: str = "test", inputs: dict | None = None) -> dict:
+                 split: str = "test", inputs: dict | None = None, device: str = "cpu") -> dict:
     """Evaluate model.pt on a split; metrics JSON carries its own provenance block, the tie rule
-    (the model's config eval.ties) and the number of queries whose relevant video had tied candidates."""
+    (the model's config eval.ties) and the number of queries whose relevant video had tied candidates.
+    device: where to run it (the workflow's eval.device), whatever device the model was trained on."""
     from prvr.data.dataset import PRVRDataset
     from prvr.evaluation.evaluate import evaluate_split
     from prvr.provenance import provenance
     import torch
     from prvr.training.trainer import model_from_saved
     saved = torch.load(model_path, map_location="cpu", weights_only=False)
-    model, cfg = model_from_saved(saved, str(model_path))
+    model, cfg = model_from_saved(saved, str(model_path), device)
     dataset = PRVRDataset.for_model(captions, video_feats, text_feats, cfg.model)
-    metrics = evaluate_split(model, dataset, cfg.eval, cfg.train.device)
+    metrics = evaluate_split(model, dataset, cfg.eval, device)
     seed = int(saved["seed"])
     record = {"split": split, "n_queries": len(dataset.index.caption_ids), "n_videos": len(dataset),
               "metrics": metrics, "tie_rule": cfg.eval.ties, "queries_with_ties": metrics["queries_with_ties"],
@@ -115,7 +110,8 @@ def event_labels(queries, labels_file: Path) -> dict[str, dict[str, str]]:
 
 def _analysis_inputs(model_path: Path | None, cfg: Config, annotation_file: Path, captions: Path,
                      video_feats: Path, text_feats: Path, labels_file: Path | None):
-    """(model or None, its config, its seed or None, the split's dataset, its SplitMoments)."""
+    """(model or None, its config, its seed or None, the split's dataset, its SplitMoments); the model
+    is put on the workflow config's eval.device."""
     import torch
     from prvr.data.annotations import read_tvr_jsonl
     from prvr.data.dataset import PRVRDataset
@@ -125,7 +121,7 @@ def _analysis_inputs(model_path: Path | None, cfg: Config, annotation_file: Path
     model, seed = None, None
     if model_path is not None:
         saved = torch.load(model_path, map_location="cpu", weights_only=False)
-        model, cfg = model_from_saved(saved, str(model_path))
+        model, cfg = model_from_saved(saved, str(model_path), cfg.eval.device)
         seed = int(saved["seed"])
     dataset = PRVRDataset.for_model(captions, video_feats, text_feats, cfg.model)
     with FeatureStore(video_feats) as store:
@@ -142,10 +138,11 @@ def collapse_run(model_path: Path | None, cfg: Config, split: str, annotation_fi
     """Collapse metrics of model.pt (None: of the CLIP input features) on one split, with provenance."""
     from prvr.evaluation.analysis import analyse
     from prvr.provenance import provenance
+    device = cfg.eval.device  # the workflow's, not the one saved in model.pt
     model, cfg, seed, dataset, moments = _analysis_inputs(model_path, cfg, annotation_file, captions,
                                                           video_feats, text_feats, labels_file)
     try:
-        metrics = analyse(model, dataset, moments, cfg.eval.batch_size, cfg.train.device)
+        metrics = analyse(model, dataset, moments, cfg.eval.batch_size, device)
     except ValueError as err:  # e.g. a zero or non-finite embedding
         raise PrvrError(f"{out}: collapse analysis of {model_path or video_feats} failed: {err}") from None
     inputs = {"annotations": annotation_file, "captions": captions, "video_feats": video_feats,
@@ -164,12 +161,12 @@ def tsne_run(model_path: Path | None, cfg: Config, split: str, annotation_file: 
     """t-SNE figure of the `analysis.tsne_videos` videos with the most events; returns their ids."""
     from prvr.evaluation.analysis import figure_points, split_embeddings
     from prvr.reporting.figures import collapse_figure, pick_videos
-    analysis = cfg.analysis  # the workflow's settings, not those saved in model.pt
+    analysis, device = cfg.analysis, cfg.eval.device  # the workflow's settings, not those saved in model.pt
     model, cfg, _, dataset, moments = _analysis_inputs(model_path, cfg, annotation_file, captions,
                                                        video_feats, text_feats, labels_file)
     index = dataset.index
     chosen = pick_videos({v: len(index.captions[v]) for v in index.videos}, analysis.tsne_videos)
-    emb = split_embeddings(model, dataset, cfg.eval.batch_size, cfg.train.device)
+    emb = split_embeddings(model, dataset, cfg.eval.batch_size, device)
     points = figure_points(emb, moments, [index.videos.index(v) for v in chosen])
     try:
         collapse_figure(**points, out_path=out, title=title, seed=analysis.tsne_seed, video_names=chosen)

@@ -165,3 +165,25 @@ def test_demo_corpus_annotations_parse_as_tvr(tmp_path):
             assert q.vid.startswith(f"demo_{split}_")
             assert 0 <= q.start < q.end <= q.duration
             assert q.caption_id.startswith(q.vid + "#enc#")
+
+
+def test_a_video_in_two_splits_is_an_error_naming_both():
+    from prvr.data.annotations import AnnotationError, check_disjoint_splits
+    check_disjoint_splits({"train.jsonl": ["a", "b", "a"], "test.jsonl": ["c"]})  # repeats within a split are fine
+    with pytest.raises(AnnotationError, match=r"^test.jsonl: video 'b' is also in train.jsonl \(2 videos in both\)"):
+        check_disjoint_splits({"train.jsonl": ["a", "b", "d"], "val.jsonl": ["e"], "test.jsonl": ["b", "d", "f"]})
+
+
+def test_feature_shards_refuse_overlapping_splits(tmp_path):
+    import json
+
+    from prvr.data.annotations import AnnotationError
+    from prvr.stages import shard_video_ids
+    files = []
+    for split, vids in (("train", ["v1", "v2"]), ("test", ["v3", "v2"])):
+        path = tmp_path / f"{split}.jsonl"
+        path.write_text("".join(json.dumps({"desc_id": i, "desc": f"a {vid}", "vid_name": vid, "duration": 10.0,
+                                            "ts": [1.0, 2.0]}) + "\n" for i, vid in enumerate(vids)))
+        files.append(path)
+    with pytest.raises(AnnotationError, match=r"test.jsonl: video 'v2' is also in .*train.jsonl"):
+        shard_video_ids(files, 0, 10)

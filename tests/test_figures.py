@@ -96,3 +96,14 @@ def test_pick_videos_bad_input():
         pick_videos({"a": 1}, 0)
     with pytest.raises(ValueError, match="event_counts"):
         pick_videos({}, 3)
+
+
+def test_missing_analysis_extra_is_one_line(monkeypatch):
+    import importlib.util
+
+    from prvr.errors import PrvrError
+    from prvr.reporting.figures import require_analysis_extra
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a))
+    with pytest.raises(PrvrError, match=r"^t-SNE figures need sklearn: pip install -e '.\[analysis\]'"):
+        require_analysis_extra()

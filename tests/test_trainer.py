@@ -111,6 +111,19 @@ def test_changed_input_byte_starts_over(tmp_path, data, monkeypatch, capsys):
     assert sorted(p.name for p in tmp_path.glob("run/checkpoints*")) == ["checkpoints", "checkpoints.stale-1"]
 
 
+def test_only_training_settings_decide_a_resume(tmp_path, data, monkeypatch, capsys):
+    """Keys that do not change training (seeds list, analysis, clip batch size) resume the checkpoint;
+    a model-selection key (eval.w_clip) sets it aside and the log names the key."""
+    interrupted_run(monkeypatch, _cfg(), 3, data, tmp_path / "run")
+    unrelated = merge(_cfg(), {"seeds": [3, 4], "analysis": {"tsne_seed": 5}, "clip": {"batch_size": 3}})
+    interrupted_run(monkeypatch, unrelated, 3, data, tmp_path / "run", at_epoch=3)
+    assert "resuming after epoch 1" in capsys.readouterr().out
+    train(merge(_cfg(), {"eval": {"w_clip": 0.5}}), 3, data, tmp_path / "run")
+    out = capsys.readouterr().out
+    assert "not resuming" in out and "other training settings (eval.w_clip)" in out
+    assert "eval.w_clip" in (tmp_path / "run/checkpoints.stale-1/STALE.txt").read_text()
+
+
 def test_unreadable_checkpoint_is_set_aside(tmp_path, data, capsys):
     (tmp_path / "r/checkpoints").mkdir(parents=True)
     (tmp_path / "r/checkpoints/last.pt").write_bytes(b"not a checkpoint")
@@ -128,3 +141,26 @@ def test_early_stopping_and_model_round_trip(tmp_path, data, monkeypatch):
     assert summary["best_epoch"] == 0 and summary["epochs_run"] == 4
     model, cfg = load_trained(tmp_path / "r/model.pt")
     assert cfg.model.hidden == 16 and not model.training
+
+
+def test_val_sharing_a_training_video_is_refused(tmp_path, data):
+    """Model selection on a video the model trains on would flatter val SumR: an error naming both files."""
+    from prvr.data.annotations import AnnotationError
+    leaky = tmp_path / "val.txt"
+    leaky.write_text(data.val_captions.read_text() + data.train_captions.read_text().splitlines(True)[0])
+    with pytest.raises(AnnotationError, match=r"val.txt: video 'train0' is also in .*train.txt"):
+        train(_cfg(epochs=1), 1, TrainData(data.train_captions, leaky, data.video_feats, data.text_feats),
+              tmp_path / "r")
+
+
+def test_evaluation_runs_on_the_asked_device_not_the_training_one(tmp_path, data):
+    """A model trained with train.device cuda is evaluated where eval.device says (default cpu): the
+    rule asked SLURM for no GPU (issue 9: it was rebuilt on cuda on a CPU node)."""
+    from prvr.stages import evaluate_run
+    train(_cfg(epochs=1), 1, data, tmp_path / "r")
+    saved = torch.load(tmp_path / "r/model.pt", weights_only=False)
+    saved["config"]["train"]["device"] = "cuda"  # as if trained on a GPU node
+    torch.save(saved, tmp_path / "gpu_model.pt")
+    record = evaluate_run(tmp_path / "gpu_model.pt", data.val_captions, data.video_feats, data.text_feats,
+                          tmp_path / "metrics.json", split="val")
+    assert 0 < record["metrics"]["SumR"] <= 400

@@ -110,6 +110,22 @@ def test_rules_log_and_rerun_has_nothing_to_do(run):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+def _jobs_to_run(run, *config):
+    """Rule names a dry run with --config overrides would run (params changes count, as by default)."""
+    proc = snakemake(run, "-n", "--quiet", "rules", "--config", *config)
+    return proc.stdout + proc.stderr
+
+
+def test_settings_rerun_exactly_the_rules_that_use_them(run):
+    """Model-selection keys rerun training, t-SNE settings rerun the figures; neither reruns features."""
+    jobs = _jobs_to_run(run, 'eval={"w_clip": 0.5}')
+    assert "train" in jobs and "evaluate" in jobs and "video_features_shard" not in jobs
+    jobs = _jobs_to_run(run, 'analysis={"tsne_seed": 7}')
+    assert "tsne" in jobs and "train" not in jobs and "collapse " not in jobs
+    jobs = _jobs_to_run(run, 'eval={"batch_size": 64}')
+    assert "train" not in jobs and "tsne" not in jobs
+
+
 def test_report_is_generated(run):
     snakemake(run, "--report", "report.html")
     assert (run / "report.html").stat().st_size > 10_000

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -265,3 +265,17 @@ def read_caption_txt(path: str | Path) -> list[tuple[str, str]]:
 def video_of(caption_id_: str) -> str:
     """Video id of a caption id: the text before the first '#'."""
     return caption_id_.split("#", 1)[0]
+
+
+def check_disjoint_splits(split_videos: Mapping[str, Iterable[str]]) -> None:
+    """A video in two splits (named by their files) is an AnnotationError naming both: its captions
+    in one split would be evaluated against a video the model was trained or selected on."""
+    owner: dict[str, str] = {}
+    for split, vids in split_videos.items():
+        vids = list(dict.fromkeys(vids))
+        for vid in vids:
+            first = owner.setdefault(vid, split)
+            if first != split:
+                shared = sorted(set(vids) & {v for v, s in owner.items() if s == first})
+                raise AnnotationError(f"{split}: video {vid!r} is also in {first} ({len(shared)} videos in "
+                                      f"both); a video's captions must all be in one split")

@@ -34,7 +34,8 @@ def shards(ids: list[str], shard_size: int) -> list[list[str]]:
 def video_frame_features(path: str | Path, encoder: ClipEncoder, frames_cfg: FramesConfig) -> np.ndarray:
     """(T, D) float32 CLIP features of one video's sampled frames, at the model's image size."""
     frames = decode_video(path, fps=frames_cfg.fps, num_frames=frames_cfg.num_frames,
-                          size=encoder.image_size, max_frames=frames_cfg.max_frames)  # (T, S, S, 3)
+                          size=encoder.image_size, max_frames=frames_cfg.max_frames,
+                          backend=frames_cfg.backend)  # (T, S, S, 3)
     return encode_frames(encoder, frames)
 
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from prvr.config import ClipPretrainConfig
+from prvr.errors import PrvrError
 from prvr.features.clip import TINY_CLIP, ClipEncoder, frames_to_input, load_clip, text_token_features
 from prvr.io import atomic_path, write_json
 
@@ -113,6 +114,9 @@ def pretrain_tiny_clip(cfg: ClipPretrainConfig, out_path: str | Path, model_name
     pairs_fn(n, seed, image_size) -> (frames uint8 (n, S, S, 3), captions): defaults to
     prvr.data.synthetic.sample_pretraining_pairs; held-out pairs use seed + 1. Returns the report.
     """
+    if model_name != TINY_CLIP:  # generated 32 px pairs cannot train a real CLIP: it needs its weights
+        raise PrvrError(f"clip.model {model_name!r}: only {TINY_CLIP} is pretrained in the pipeline; "
+                        f"give {model_name} an open_clip tag (e.g. openai) or a weights file in clip.pretrained")
     if min(cfg.n_pairs, cfg.epochs, cfg.batch_size, n_heldout) <= 0:
         raise ValueError(f"pretraining needs positive n_pairs, epochs, batch_size and n_heldout: {cfg}")
     started = time.time()

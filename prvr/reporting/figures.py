@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from prvr.errors import PrvrError
 from prvr.io import atomic_path
 
 MAX_VIDEOS = 10  # tab10 has ten colours
@@ -23,11 +24,21 @@ EVENT_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "p")
 MIN_TSNE_POINTS = 5
 
 
+def require_analysis_extra() -> None:
+    """A one-line error when scikit-learn or matplotlib (the `analysis` extra) is missing."""
+    import importlib.util
+    missing = [name for name in ("sklearn", "matplotlib") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise PrvrError(f"t-SNE figures need {' and '.join(missing)}: pip install -e '.[analysis]' "
+                        f"(or run with --use-conda)")
+
+
 def tsne_2d(points, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
     """2-D t-SNE (cosine metric, PCA init) of `points` (N, H), deterministic.
 
     With PCA init sklearn's result does not depend on `seed` in practice; it is passed for safety.
     """
+    require_analysis_extra()
     from sklearn.manifold import TSNE
 
     points = np.asarray(points, dtype=np.float64)  # (N, H)
@@ -87,6 +98,7 @@ def collapse_figure(frame_tokens, frame_video, frame_event, queries, query_video
 
     `video_names` (optional, length K) labels the legend; default "video 0" ... "video K-1".
     """
+    require_analysis_extra()
     from matplotlib import colormaps
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D

@@ -41,7 +41,7 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 
 def load_checkpoint(path: str | Path, identity: dict) -> dict:
     """Load a resume checkpoint; CheckpointError names why it is not this run's (unreadable, or
-    which part of the run identity differs: config_sha256, seed, an input's hash, code)."""
+    which part of the run identity differs: a training setting (named), the seed, an input's hash, code)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises many types for a truncated or foreign file
@@ -52,9 +52,24 @@ def load_checkpoint(path: str | Path, identity: dict) -> dict:
             for name, digest in value.items():
                 if saved.get("inputs", {}).get(name) != digest:
                     raise CheckpointError(f"{path}: made from another {name} (sha256 differs)")
+        elif key == "training_settings" and saved.get(key) != value:
+            changed = ", ".join(_changed_keys(saved.get(key) or {}, value)[:3])
+            raise CheckpointError(f"{path}: made with other training settings ({changed})")
         elif saved.get(key) != value:
             raise CheckpointError(f"{path}: made with another {key}")
     return state
+
+
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested mappings."""
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
 
 
 def set_aside(ckpt_dir: Path, reason: str) -> Path:

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from prvr.config import Config, config_hash, to_dict
+from prvr.config import Config, to_dict, training_settings
+from prvr.data.annotations import check_disjoint_splits
 from prvr.data.dataset import PRVRDataset, collate_videos
 from prvr.evaluation.evaluate import evaluate_split
 from prvr.io import write_text
@@ -103,6 +104,8 @@ def train(cfg: Config, seed: int, data: TrainData, out_dir: str | Path) -> dict:
     seed_everything(seed)
     train_set = PRVRDataset.for_model(data.train_captions, data.video_feats, data.text_feats, cfg.model)
     val_set = PRVRDataset.for_model(data.val_captions, data.video_feats, data.text_feats, cfg.model)
+    check_disjoint_splits({str(data.train_captions): train_set.index.videos,
+                           str(data.val_captions): val_set.index.videos})  # selection on trained videos
     for name, split in (("train", train_set), ("val", val_set)):
         if split.truncated_captions:
             print(f"{name}: {split.truncated_captions} captions cut to max_query_len={cfg.model.max_query_len} tokens")
@@ -140,8 +143,8 @@ def train(cfg: Config, seed: int, data: TrainData, out_dir: str | Path) -> dict:
 
 
 def run_identity(cfg: Config, seed: int, data: TrainData) -> dict:
-    """Everything that determines a training run: resolved config, seed, input files, code."""
-    return {"config_sha256": config_hash(cfg), "seed": seed, "code": source_hash(),
+    """Everything that determines a training run: its training settings, seed, input files, code."""
+    return {"training_settings": training_settings(cfg), "seed": seed, "code": source_hash(),
             "inputs": {name: sha256_file(path) for name, path in sorted(vars(data).items())}}
 
 

@@ -1,26 +1,61 @@
 # Config validation and input functions shared by the rules; no rules here.
 import math
+import sys
 from pathlib import Path
 
-from snakemake.utils import validate
-
-
-validate(config, schema="../schemas/config.schema.yaml")
-
 REPO = Path(workflow.current_basedir).parents[1]
+sys.path.insert(0, str(REPO))  # prvr importable without installing it (conda envs)
+from prvr.config import to_dict, training_settings  # noqa: E402
+from prvr.config_sources import Layer, check_ablations, resolve_layers  # noqa: E402
+from prvr.errors import PrvrError  # noqa: E402
+
 ABLATION_DIR = REPO / "config" / "ablations"
+REFERENCE = "clip_input"  # the untrained reference row and figure: CLIP input features, no model
+
+
+def config_layers():
+    """Snakemake's config sources in its order: configfile: directives, --configfile, --config."""
+    given = [str(p) for p in workflow.overwrite_configfiles or []]  # --configfile, in order
+    directives = [str(p) for p in workflow.configfiles if str(p) not in given]  # Snakemake lists given first
+    layers = [Layer.file(path) for path in dict.fromkeys(directives + given)]
+    return layers + [Layer("--config", dict(workflow.config_settings.config), text=True)]
+
+
+# One validation for every source (prvr.config_sources): a bad value stops here with one line naming
+# the file (or --config) and the key; the typed, complete config replaces Snakemake's dict.
+try:
+    CFG = resolve_layers(config_layers())
+    if REFERENCE in CFG.ablations:
+        raise PrvrError(f"config ablations: {REFERENCE!r} is reserved for the untrained reference row")
+    ABLATIONS = check_ablations(CFG, ABLATION_DIR)  # name -> that row's full config
+except PrvrError as err:
+    sys.exit(f"prvr config error: {err}")
+config.clear()
+config.update(to_dict(CFG))
+
 DATA = f"results/{config['dataset']}"
 SPLITS = ["train", "val", "test"]
-REFERENCE = "clip_input"  # the untrained reference row and figure: CLIP input features, no model
-if REFERENCE in config["ablations"]:
-    raise ValueError(f"config ablations: {REFERENCE!r} is reserved for the untrained reference row")
 
 
 def ablation_file(wildcards):
-    path = ABLATION_DIR / f"{wildcards.ablation}.yaml"
-    if not path.exists():
-        raise ValueError(f"{path}: no such ablation file (config 'ablations' names {wildcards.ablation!r})")
-    return str(path)
+    return str(ABLATION_DIR / f"{wildcards.ablation}.yaml")
+
+
+def row_config(name):
+    """A configuration's full config (the listed rows are checked at start, others when asked for)."""
+    if name not in ABLATIONS:
+        ABLATIONS.update(check_ablations(CFG, ABLATION_DIR, [name]))
+    return ABLATIONS[name]
+
+
+def run_settings(wildcards):
+    """What a (configuration, seed)'s weights depend on besides its inputs: a change reruns it."""
+    return training_settings(row_config(wildcards.ablation))
+
+
+def gpus_for(device):
+    """Resource `gpu` of a rule whose work runs on `device` (SLURM gives it a GPU node)."""
+    return 1 if device.startswith("cuda") else 0
 
 
 def n_video_shards():

@@ -13,6 +13,8 @@ rule evaluate:
         "logs/evaluate/{ablation}/seed{seed}.log",
     wildcard_constraints:
         seed=r"\d+",
+    resources:
+        gpu=gpus_for(config["eval"]["device"]),
     conda:
         "../../envs/train.yaml"
     script:

@@ -15,6 +15,8 @@ rule collapse:
         "logs/collapse/{ablation}/seed{seed}.log",
     wildcard_constraints:
         seed=r"\d+",
+    resources:
+        gpu=gpus_for(config["eval"]["device"]),
     conda:
         "../../envs/analysis.yaml"
     script:
@@ -43,8 +45,12 @@ rule tsne:
         "results/figures/tsne_{ablation}.png",
     params:
         split=config["analysis"]["split"],
+        tsne_videos=config["analysis"]["tsne_videos"],
+        tsne_seed=config["analysis"]["tsne_seed"],
     log:
         "logs/tsne/{ablation}.log",
+    resources:
+        gpu=gpus_for(config["eval"]["device"]),
     conda:
         "../../envs/analysis.yaml"
     script:

@@ -13,9 +13,7 @@ rule train:
         provenance=f"{DATA}/runs/{{ablation}}/seed{{seed}}/provenance.json",
         log=f"{DATA}/runs/{{ablation}}/seed{{seed}}/train_log.jsonl",
     params:
-        model=config["model"],
-        loss=config["loss"],
-        train=config["train"],
+        settings=run_settings,  # model, loss, train, eval.w_clip/w_frame/ks/ties with the ablation applied
     log:
         "logs/train/{ablation}/seed{seed}.log",
     benchmark:
@@ -23,7 +21,7 @@ rule train:
     wildcard_constraints:
         seed=r"\d+",
     resources:
-        gpu=lambda wildcards: 1 if config["train"]["device"].startswith("cuda") else 0,
+        gpu=lambda wildcards: gpus_for(row_config(wildcards.ablation).train.device),
     conda:
         "../../envs/train.yaml"
     script:

@@ -5,7 +5,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # prvr importable without installing it (conda envs)
 from prvr.pipeline import run_step  # noqa: E402
 
-from prvr.stages import ablation_config, train_run  # noqa: E402
+from prvr.config_sources import ablation_config  # noqa: E402
+from prvr.stages import train_run  # noqa: E402
 from prvr.training.trainer import TrainData  # noqa: E402
 
 

@@ -1,0 +1,110 @@
+"""One validation for a config assembled from several sources, as Snakemake assembles it.
+
+Snakemake builds its config from config/config.yaml, then each --configfile, then --config (whose
+values all arrive as strings: `seeds=[1]` gives ['1']). `resolve_layers` re-reads each file
+strictly (a duplicate key is an error), reads --config values as the types their keys want, checks
+each source for unknown keys and wrong types, merges them in Snakemake's order, then checks the
+values of the result (prvr.config_checks). Every error is one line naming the source (a file, or
+--config) and the key:
+
+    cfg = resolve_layers([Layer.file("config/config.yaml"), Layer("--config", {"seeds": ["1"]}, text=True)])
+    check_ablations(cfg, Path("config/ablations"))   # each row's file applies and passes the same checks
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from prvr.config import Config, from_dict, merge, to_dict
+from prvr.errors import ConfigError
+from prvr.yaml_files import read_yaml_mapping
+
+ABLATION_SECTIONS = ("description", "model", "loss", "train", "eval")  # what an ablation row may change
+
+
+@dataclasses.dataclass
+class Layer:
+    """One config source: its name in messages, its (partial) mapping, and whether values are text."""
+    source: str
+    data: dict
+    text: bool = False
+
+    @classmethod
+    def file(cls, path: str | Path) -> "Layer":
+        return cls(str(path), read_yaml_mapping(path))
+
+
+def _pick(full: dict, partial: dict) -> dict:
+    """The keys of `partial` with their values from `full` (the typed form of the same mapping)."""
+    return {k: _pick(full[k], v) if isinstance(v, dict) and isinstance(full.get(k), dict) else full[k]
+            for k, v in partial.items()}
+
+
+def _typed(layer: Layer) -> dict:
+    """The layer's own keys, type-checked (values of the type their key wants, lists for tuples)."""
+    full = from_dict(layer.data, layer.source, text=layer.text, check_values=False)
+    return _pick(to_dict(full), layer.data)
+
+
+def _leaves(data: dict, prefix: str = ""):
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, path + ".")
+        else:
+            yield path
+
+
+def _deep_merge(base: dict, new: dict) -> dict:
+    out = dict(base)
+    for k, v in new.items():
+        out[k] = _deep_merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+def _owner(key: str, owners: dict[str, str], default: str) -> str:
+    """The source that set `key` (or the closest enclosing key, or a key inside it)."""
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in owners:
+            return owners[".".join(parts[:n])]
+    inside = [src for k, src in owners.items() if k.startswith(key + ".")]
+    return inside[-1] if inside else default
+
+
+def resolve_layers(layers: list[Layer]) -> Config:
+    """Merge the sources in order (later ones win) into a checked Config; errors name source and key."""
+    if not layers:
+        raise ValueError("resolve_layers needs at least one layer")
+    merged, owners = {}, {}
+    for layer in layers:
+        typed = _typed(layer)
+        merged = _deep_merge(merged, typed)
+        owners.update({key: layer.source for key in _leaves(typed)})
+    try:
+        return from_dict(merged, "<merged>")
+    except ConfigError as err:
+        source = _owner(err.key or "", owners, layers[0].source)
+        raise ConfigError(str(err).replace("<merged>", source, 1), err.key) from None
+
+
+def ablation_config(cfg: Config, ablation_file: Path) -> Config:
+    """The base config with one ablation file's overrides applied (sections: ABLATION_SECTIONS)."""
+    overrides = read_yaml_mapping(ablation_file)
+    for section in overrides:
+        if section not in ABLATION_SECTIONS:
+            raise ConfigError(f"{ablation_file}: {section}: an ablation file may set only "
+                              f"{', '.join(ABLATION_SECTIONS)}", section)
+    overrides.pop("description", None)
+    return merge(cfg, overrides, str(ablation_file))
+
+
+def check_ablations(cfg: Config, ablation_dir: Path, names=None) -> dict[str, Config]:
+    """Every ablation row's config (the base with its file applied), checked like any other source."""
+    out = {}
+    for name in names if names is not None else cfg.ablations:
+        path = Path(ablation_dir) / f"{name}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such ablation file (config 'ablations' names {name!r})", "ablations")
+        out[name] = ablation_config(cfg, path)
+    return out
