@@ -1,7 +1,7 @@
 """Benchmark: one full training step per ablation configuration at the real TVR shape, with the
 step's achieved matmul FLOP/s against a matmul peak measured in the same run.
 
-    .venv/bin/python -m bench.bench_train_step [--threads 2] [--steps 3] [--warmup 3]
+    .venv/bin/python -m bench.bench_train_step [--threads 2] [--steps 3] [--warmup 3] [--device cpu]
                                                [--model gmmformer_v2] [--ablations baseline adaptive ...]
 
 Shape (the authors' TVR setting): a batch of 128 videos x 128 frame tokens, 640 queries of up to 34
@@ -12,7 +12,8 @@ depend on their values). Per configuration: median and fastest seconds over --st
 --warmup steps (the first steps pay for fresh memory pages), the parameters (model, and the loss's
 own CBVA head), the FLOPs of one step counted by torch's profiler (matrix products: mm, addmm, bmm;
 elementwise work is not counted) and the achieved rate = FLOPs / median time, over the peak: the best
-of a few large float32 matmuls timed at the same thread count. Prints markdown tables.
+of a few large float32 matmuls timed at the same thread count (on --device cuda: on the GPU, with
+torch's default float32 matmul precision, and the peak memory is the GPU's). Prints markdown tables.
 """
 from __future__ import annotations
 
@@ -51,15 +52,23 @@ def real_batch(n_videos=128, n_queries=640, max_len=34, dim=768, frames=128, see
             "query_mask": mask, "query_to_video": owner, "query_eot": eot}
 
 
-def matmul_peak(repeats: int = 3) -> float:
-    """Best float32 matmul rate (FLOP/s) over PEAK_SHAPES at the current thread count."""
+def sync(device: str) -> None:
+    """Wait for queued GPU work, so that wall-clock times cover it."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_peak(repeats: int = 3, device: str = "cpu") -> float:
+    """Best float32 matmul rate (FLOP/s) over PEAK_SHAPES at the current thread count (or on the GPU)."""
     best = 0.0
     for m, k, n in PEAK_SHAPES:
-        a, b = torch.randn(m, k), torch.randn(k, n)
+        a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
         a @ b
+        sync(device)
         start = time.perf_counter()
         for _ in range(repeats):
             a @ b
+        sync(device)
         best = max(best, 2 * m * k * n * repeats / (time.perf_counter() - start))
     return best
 
@@ -67,12 +76,13 @@ def matmul_peak(repeats: int = 3) -> float:
 class Step:
     """Model, loss and optimiser of one configuration; calling it runs one training step."""
 
-    def __init__(self, cfg: Config, batch: dict):
-        self.model = create_model(cfg.model).train()
-        self.loss_fn = create_loss(cfg.loss, hidden=cfg.model.hidden)
+    def __init__(self, cfg: Config, batch: dict, device: str = "cpu"):
+        self.model = create_model(cfg.model).train().to(device)
+        self.loss_fn = create_loss(cfg.loss, hidden=cfg.model.hidden).to(device)
         self.optimizer = create_optimizer(cfg.train, self.model, self.loss_fn)
         self.generator = torch.Generator().manual_seed(0)
-        self.batch = batch
+        self.batch = {k: v.to(device) for k, v in batch.items()}
+        self.device = device
 
     def parameters(self) -> tuple[int, int]:
         return (sum(p.numel() for p in self.model.parameters()),
@@ -100,10 +110,19 @@ def time_steps(step: Step, warmup: int, steps: int) -> list[float]:
         step()
     times = []
     for _ in range(steps):
+        sync(step.device)
         start = time.perf_counter()
         step()
+        sync(step.device)
         times.append(time.perf_counter() - start)
     return times
+
+
+def peak_memory_gb(device: str) -> float:
+    """Peak resident memory of this process, or the GPU's peak allocation on cuda."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def main() -> None:
@@ -113,23 +132,25 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--model", default="gmmformer_v2", help="model.name")
     parser.add_argument("--ablations", nargs="*", default=None)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = args.ablations or sorted(p.stem for p in (REPO / "config/ablations").glob("*.yaml"))
     base = merge(Config(), {**REAL_SHAPE, "model": {**REAL_SHAPE["model"], "name": args.model}})
     batch = real_batch()
-    peak = matmul_peak()
-    print(f"torch {torch.__version__}, {args.threads} threads, model {args.model}; 128 videos x 128 x 768, "
+    peak = matmul_peak(device=args.device)
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{args.threads} threads"
+    print(f"torch {torch.__version__}, {where}, model {args.model}; 128 videos x 128 x 768, "
           f"640 queries <= 34 tokens; matmul peak {peak / 1e9:.0f} GFLOP/s\n")
     print("| configuration | params M (model + loss head) | median s/step | fastest s/step | GFLOP/step "
-          "| GFLOP/s (median) | of peak | peak RSS GB |\n|---|---|---|---|---|---|---|---|")
+          "| GFLOP/s (median) | of peak | peak memory GB |\n|---|---|---|---|---|---|---|---|")
     for name in names:
-        step = Step(ablation_config(base, REPO / f"config/ablations/{name}.yaml"), batch)
+        step = Step(ablation_config(base, REPO / f"config/ablations/{name}.yaml"), batch, args.device)
         times = time_steps(step, args.warmup, args.steps)
         flops = step_flops(step)
         model_params, head_params = step.parameters()
         median = statistics.median(times)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        rss = peak_memory_gb(args.device)
         print(f"| {name} | {model_params / 1e6:.2f} + {head_params / 1e6:.2f} | {median:.2f} | {min(times):.2f} "
               f"| {flops / 1e9:.0f} | {flops / median / 1e9:.0f} | {flops / median / peak:.2f} | {rss:.1f} |",
               flush=True)
