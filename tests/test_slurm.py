@@ -69,7 +69,7 @@ def test_profile_sizes_jobs_and_requests_gpus_from_the_config(tmp_path):
     assert {"train", "video_features_shard", "text_features", "evaluate"} <= resources.keys()
     for rule in ("train", "video_features_shard", "text_features"):
         assert "gpu=1" in resources[rule], (rule, resources[rule])
-    assert "gpu=" not in resources["evaluate"] and "runtime=720" in resources["train"]
+    assert "gpu=1" not in resources["evaluate"] and "runtime=720" in resources["train"]  # eval.device: cpu
     assert "mem_mb=8000" in resources["video_features_shard"]
     cpu = subprocess.run(snakemake_cmd(tmp_path, "--profile", str(PROFILE), "-n"), capture_output=True, text=True,
                          timeout=300)
