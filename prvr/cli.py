@@ -3,7 +3,9 @@
     prvr corpus --config config/config.yaml --out results/demo
     prvr captions results/demo/annotations/train.jsonl results/demo/captions/train.caption.txt
     prvr pretrain-clip --config config/config.yaml --out results/demo/clip/tiny_clip.pt
-    prvr video-features --config ... --videos results/demo/videos --annotations a.jsonl ... --shard 0 --out s0.h5
+    prvr benchmark-annotations --config config/datasets/tvr.yaml --out results/tvr   (real benchmarks)
+    prvr video-list results/demo/annotations/{train,val,test}.jsonl --out results/demo/videos.txt
+    prvr video-features --config ... --videos results/demo/videos --video-list videos.txt --shard 0 --out s0.h5
     prvr merge-features s0.h5 s1.h5 --out video_feats.h5
     prvr text-features --config ... --captions train.caption.txt ... --out text_feats.h5
     prvr train --config ... --ablation config/ablations/baseline.yaml --seed 9527 --data results/demo --out run/
@@ -32,7 +34,7 @@ def _cmd_corpus(a):
 
 def _cmd_captions(a):
     from prvr.stages import write_captions
-    print(write_captions(Path(a.annotations), Path(a.out)), "captions")
+    print(write_captions(Path(a.annotations), Path(a.out)))
 
 
 def _cmd_pretrain_clip(a):
@@ -44,8 +46,18 @@ def _cmd_pretrain_clip(a):
 def _cmd_video_features(a):
     from prvr.stages import extract_video_shard, shard_video_ids
     cfg = load_config(a.config)
-    vids = shard_video_ids([Path(p) for p in a.annotations], a.shard, cfg.frames.shard_size)
+    vids = shard_video_ids(Path(a.video_list), a.shard, cfg.frames.shard_size)
     extract_video_shard(cfg, Path(a.videos), vids, Path(a.weights) if a.weights else None, Path(a.out))
+
+
+def _cmd_video_list(a):
+    from prvr.stages import video_list
+    print(video_list([Path(p) for p in a.annotations], Path(a.out)))
+
+
+def _cmd_benchmark_annotations(a):
+    from prvr.stages import benchmark_tables
+    print(benchmark_tables(load_config(a.config), Path(a.out)))
 
 
 def _cmd_merge_features(a):
@@ -123,7 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("captions", _cmd_captions, (("annotations",), {}), (("out",), {}))
     add("pretrain-clip", _cmd_pretrain_clip, config, out)
     add("video-features", _cmd_video_features, config, out, weights, (("--videos",), {"required": True}),
-        (("--annotations",), {"nargs": "+", "required": True}), (("--shard",), {"type": int, "default": 0}))
+        (("--video-list",), {"required": True, "help": "videos.txt (prvr video-list)"}),
+        (("--shard",), {"type": int, "default": 0}))
+    add("video-list", _cmd_video_list, out, (("annotations",), {"nargs": "+"}))
+    add("benchmark-annotations", _cmd_benchmark_annotations, config, out)
     add("merge-features", _cmd_merge_features, (("shards",), {"nargs": "+"}), out)
     add("text-features", _cmd_text_features, config, out, weights, (("--captions",), {"nargs": "+", "required": True}))
     add("train", _cmd_train, config, out, (("--ablation",), {"default": "config/ablations/baseline.yaml"}),

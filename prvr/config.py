@@ -21,9 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prvr.config_checks import problems
+from prvr.config_data import DataConfig
 from prvr.dataclass_dict import build_dataclass
 from prvr.errors import ConfigError
 from prvr.yaml_files import read_yaml_mapping
+
+
+DATASETS = ("demo", "tvr", "activitynet", "charades")  # each but demo: config/datasets/<name>.yaml
 
 
 @dataclass
@@ -227,6 +231,8 @@ class EvalConfig:
     "expected" (default) the mean rank under uniformly random tie-breaking, so R@K adds
     P(rank <= K) = clip((K - h) / (t + 1), 0, 1) for h strictly higher and t tied candidates;
     "optimistic" ignores tied candidates; "pessimistic" ranks every tied candidate first.
+    selection: the split the epoch is selected on: "val" (held out: data.val or a share of train)
+    or "reported_split" (the authors' protocol: the test split that is also reported).
     device: where evaluate, collapse and t-SNE run a trained model (whatever train.device was);
     "cuda" also gives those rules a GPU on SLURM.
     """
@@ -235,6 +241,7 @@ class EvalConfig:
     ks: tuple[int, ...] = (1, 5, 10, 100)
     batch_size: int = 512
     ties: str = field(default="expected", metadata={"choices": ("expected", "optimistic", "pessimistic")})
+    selection: str = field(default="val", metadata={"choices": ("val", "reported_split")})
     device: str = "cpu"
 
 
@@ -250,10 +257,11 @@ class AnalysisConfig:
 @dataclass
 class Config:
     """One run: a dataset, its features, one model configuration, its training and evaluation."""
-    dataset: str = field(default="demo", metadata={"choices": ("demo",)})
+    dataset: str = field(default="demo", metadata={"choices": DATASETS})
     seeds: tuple[int, ...] = (1, 2, 3)
     ablations: tuple[str, ...] = ("baseline", "tcpl", "cbva", "merging", "adaptive", "cbva_nohead",
                                   "full_tcpl_kl", "full_cbva_infonce", "full_adaptive_weights", "full_summary")
+    data: DataConfig = field(default_factory=DataConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     frames: FramesConfig = field(default_factory=FramesConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
@@ -312,7 +320,7 @@ def config_hash(cfg) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-EVAL_KEYS_FOR_TRAINING = ("w_clip", "w_frame", "ks", "ties")  # model selection on val SumR uses them
+EVAL_KEYS_FOR_TRAINING = ("w_clip", "w_frame", "ks", "ties", "selection")  # model selection on val SumR uses them
 
 
 def training_settings(cfg: Config) -> dict:

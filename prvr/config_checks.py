@@ -180,6 +180,28 @@ def _eval(e):
     yield "eval.device", _device(e.device)
 
 
+def _data(dataset: str, d):
+    demo = dataset == "demo"
+    if demo != (d.videos == "generated"):
+        yield "data.videos", (f"'generated' is the demo's source; dataset {dataset!r} needs another" if not demo
+                              else f"the demo generates its videos: 'generated', got {d.videos!r}")
+    if not demo:
+        for split in ("train", "test"):
+            yield f"data.{split}.path", (None if getattr(d, split).path else
+                                         f"dataset {dataset!r} needs the benchmark's {split} annotation file")
+        needs = {"directory": ("video_dir",), "frame_folders": ("video_dir",), "youtube": ("video_dir",),
+                 "charades_archive": ("video_dir", "archive_url"),
+                 "released_features": ("released_video_h5", "released_text_h5")}.get(d.videos, ())
+        for key in needs:
+            yield f"data.{key}", None if getattr(d, key) else f"data.videos {d.videos!r} needs data.{key}"
+        if "charades" in (d.train.format, d.test.format) and d.videos != "released_features":
+            yield "data.durations", (None if d.durations else
+                                     "Charades-STA files have no durations: give Charades_v1_*.csv (length column)")
+    yield "data.val_fraction", _finite(d.val_fraction, 0.0, strict=True, high=0.5)
+    yield "data.folder_fps", _positive(d.folder_fps)
+    yield "data.download_workers", _at_least(d.download_workers, 1)
+
+
 def _analysis(a):
     yield "analysis.tsne_videos", _at_least(a.tsne_videos, 1)
     yield "analysis.tsne_seed", _at_least(a.tsne_seed, 0)
@@ -187,6 +209,6 @@ def _analysis(a):
 
 def problems(cfg) -> list[tuple[str, str]]:
     """Every (dotted key, what is wrong) of a full Config, in file order; [] when all values are allowed."""
-    checks = [_top(cfg), _corpus(cfg.corpus), _frames(cfg.frames), _clip(cfg.clip), _model(cfg.model),
+    checks = [_top(cfg), _data(cfg.dataset, cfg.data), _corpus(cfg.corpus), _frames(cfg.frames), _clip(cfg.clip), _model(cfg.model),
               _loss(cfg.loss, cfg.model.clip_tokens), _train(cfg.train), _eval(cfg.eval), _analysis(cfg.analysis)]
     return [(key, problem) for check in checks for key, problem in check if problem]

@@ -72,10 +72,24 @@ def _owner(key: str, owners: dict[str, str], default: str) -> str:
     return inside[-1] if inside else default
 
 
-def resolve_layers(layers: list[Layer]) -> Config:
-    """Merge the sources in order (later ones win) into a checked Config; errors name source and key."""
+def with_dataset_layer(layers: list[Layer], dataset_dir: Path) -> list[Layer]:
+    """Insert config/datasets/<dataset>.yaml after the base file when a source selects a benchmark
+    (`dataset: tvr`), so that the base < the dataset's settings < --configfile < --config."""
+    name = None
+    for layer in layers:
+        name = _typed(layer).get("dataset", name)
+    if name in (None, "demo"):
+        return layers
+    return [layers[0], Layer.file(Path(dataset_dir) / f"{name}.yaml"), *layers[1:]]
+
+
+def resolve_layers(layers: list[Layer], dataset_dir: Path | None = None) -> Config:
+    """Merge the sources in order (later ones win) into a checked Config; errors name source and key.
+    dataset_dir: where <dataset>.yaml files live (config/datasets); None: no dataset layer."""
     if not layers:
         raise ValueError("resolve_layers needs at least one layer")
+    if dataset_dir is not None:
+        layers = with_dataset_layer(layers, dataset_dir)
     merged, owners = {}, {}
     for layer in layers:
         typed = _typed(layer)

@@ -14,24 +14,80 @@ from prvr.errors import PrvrError
 from prvr.io import write_json
 
 
-def shard_video_ids(annotation_files: list[Path], shard: int, shard_size: int) -> list[str]:
-    """Sorted unique video ids over all splits' annotation files, cut into shards of shard_size."""
-    from prvr.data.annotations import check_disjoint_splits, read_tvr_jsonl
-    split_videos = {str(path): [q.vid for q in read_tvr_jsonl(path)] for path in annotation_files}
-    check_disjoint_splits(split_videos)  # before any feature is made: the splits must not share a video
-    vids = sorted({vid for split in split_videos.values() for vid in split})
+def shard_video_ids(video_list: Path, shard: int, shard_size: int) -> list[str]:
+    """Shard `shard` of the dataset's video list (videos.txt, sorted), in pieces of shard_size."""
+    from prvr.data.benchmarks import read_video_list
+    vids = read_video_list(video_list)
     n_shards = math.ceil(len(vids) / shard_size)
     if not 0 <= shard < n_shards:
         raise PrvrError(f"shard {shard} out of range: {len(vids)} videos make {n_shards} shards of {shard_size}")
     return vids[shard * shard_size:(shard + 1) * shard_size]
 
 
-def write_captions(annotation_file: Path, out_file: Path) -> int:
-    """TVR-layout jsonl -> MS-SL caption file; returns the number of queries."""
+def video_list(annotation_files: list[Path], out: Path, missing_tsv: Path | None = None) -> dict:
+    """videos.txt from every split's annotations (splits must not share a video), without the videos
+    listed in missing_tsv (could not be fetched)."""
+    from prvr.data.benchmarks import write_video_list
+    missing = set()
+    if missing_tsv is not None:
+        from prvr.data.youtube import read_missing_tsv
+        missing = set(read_missing_tsv(missing_tsv))
+    return write_video_list(annotation_files, out, missing)
+
+
+def benchmark_tables(cfg: Config, out_dir: Path) -> dict:
+    """The benchmark's own annotation files -> annotations/{train,val,test}.jsonl (prvr.data.benchmarks)."""
+    from prvr.data.benchmarks import write_benchmark_tables
+    return write_benchmark_tables(cfg.data, cfg.eval.selection, out_dir)
+
+
+def write_captions(annotation_file: Path, out_file: Path, missing_tsv: Path | None = None) -> dict:
+    """TVR-layout jsonl -> MS-SL caption file, without the queries of videos that could not be fetched
+    (missing_tsv); returns {"queries": written, "queries_without_video": left out}."""
     from prvr.data.annotations import read_tvr_jsonl, write_caption_txt
-    queries = read_tvr_jsonl(annotation_file)
-    write_caption_txt(queries, out_file)
-    return len(queries)
+    queries = read_tvr_jsonl(annotation_file, bad_spans="keep")  # checked when the table was made
+    missing = set()
+    if missing_tsv is not None:
+        from prvr.data.youtube import read_missing_tsv
+        missing = set(read_missing_tsv(missing_tsv))
+    kept = [q for q in queries if q.vid not in missing]
+    write_caption_txt(kept, out_file)
+    return {"queries": len(kept), "queries_without_video": len(queries) - len(kept)}
+
+
+def fetch_archive(cfg: Config, done: Path) -> dict:
+    """Download data.archive_url (resumable, data.archive_sha256 checked) beside data.video_dir and
+    extract its videos there; `done` records what was extracted."""
+    from prvr.data.download import download_file, extract_archive
+    from prvr.io import write_json
+    video_dir = Path(cfg.data.video_dir)
+    archive = video_dir.parent / cfg.data.archive_url.rstrip("/").rsplit("/", 1)[-1]
+    download_file(cfg.data.archive_url, archive, sha256=cfg.data.archive_sha256)
+    videos = extract_archive(archive, video_dir, members_under=cfg.data.archive_members_under)
+    summary = {"archive": str(archive), "video_dir": str(video_dir), "videos": len(videos)}
+    write_json(done, summary)
+    return summary
+
+
+def fetch_youtube_videos(cfg: Config, annotation_files: list[Path], missing_tsv: Path, done: Path) -> dict:
+    """Every video id of every split fetched from YouTube into data.video_dir; the ones that cannot be
+    fetched are listed with their reason in missing_tsv (the DAG goes on without them)."""
+    from prvr.data.annotations import read_tvr_jsonl
+    from prvr.data.youtube import fetch_youtube
+    from prvr.io import write_json
+    vids = sorted({q.vid for path in annotation_files for q in read_tvr_jsonl(path, bad_spans="keep")})
+    summary = fetch_youtube(vids, Path(cfg.data.video_dir), missing_tsv, workers=cfg.data.download_workers)
+    write_json(done, summary)
+    return summary
+
+
+def import_released_features(cfg: Config, caption_files: dict[str, Path], video_out: Path, text_out: Path) -> dict:
+    """The authors' released HDF5 features, validated against every split's captions (ids present,
+    dimensions, finite values: the first bad id named) and written in this pipeline's layout."""
+    from prvr.data.released import import_released
+    d = cfg.data
+    return import_released(d.released_video_h5, d.released_text_h5, caption_files, video_out, text_out,
+                            expected_dim=cfg.model.input_dim, video_prefix=d.released_video_prefix)
 
 
 def _encoder(cfg: Config, weights: Path | None):
@@ -42,10 +98,14 @@ def _encoder(cfg: Config, weights: Path | None):
 
 def extract_video_shard(cfg: Config, videos_dir: Path, vids: list[str], weights: Path | None, out: Path) -> None:
     """Decode and encode one shard of videos into an HDF5 shard."""
-    from prvr.data.video_files import video_files
+    from prvr.data.video_files import frame_folders, video_files
     from prvr.features.extract import extract_video_features
-    paths = video_files(videos_dir, vids)  # exact names: an id is never a glob pattern
-    extract_video_features(paths, _encoder(cfg, weights), cfg.frames, out)
+    if cfg.data.videos == "frame_folders":  # one folder of images per video, shown at data.folder_fps
+        paths = frame_folders(videos_dir, vids)
+        extract_video_features(paths, _encoder(cfg, weights), cfg.frames, out, folder_fps=cfg.data.folder_fps)
+    else:
+        paths = video_files(videos_dir, vids)  # exact names: an id is never a glob pattern
+        extract_video_features(paths, _encoder(cfg, weights), cfg.frames, out)
 
 
 def extract_text(cfg: Config, caption_files: list[Path], weights: Path | None, out: Path) -> None:
@@ -67,10 +127,13 @@ def train_run(cfg: Config, seed: int, data, out_dir: Path, inputs: dict) -> dict
 
 
 def evaluate_run(model_path: Path, captions: Path, video_feats: Path, text_feats: Path, out: Path,
-                 split: str = "test", inputs: dict | None = None, device: str = "cpu") -> dict:
+                 split: str = "test", inputs: dict | None = None, device: str = "cpu",
+                 coverage: Path | None = None) -> dict:
     """Evaluate model.pt on a split; metrics JSON carries its own provenance block, the tie rule
     (the model's config eval.ties) and the number of queries whose relevant video had tied candidates.
-    device: where to run it (the workflow's eval.device), whatever device the model was trained on."""
+    device: where to run it (the workflow's eval.device), whatever device the model was trained on.
+    coverage: the caption rule's counts; its queries_without_video (videos that could not be fetched)
+    are recorded, so every table can say how many of the split's queries were not evaluated."""
     from prvr.data.dataset import PRVRDataset
     from prvr.evaluation.evaluate import evaluate_split
     from prvr.provenance import provenance
@@ -81,8 +144,11 @@ def evaluate_run(model_path: Path, captions: Path, video_feats: Path, text_feats
     dataset = PRVRDataset.for_model(captions, video_feats, text_feats, cfg.model)
     metrics = evaluate_split(model, dataset, cfg.eval, device)
     seed = int(saved["seed"])
+    import json
+    left_out = json.loads(Path(coverage).read_text())["queries_without_video"] if coverage else 0
     record = {"split": split, "n_queries": len(dataset.index.caption_ids), "n_videos": len(dataset),
               "metrics": metrics, "tie_rule": cfg.eval.ties, "queries_with_ties": metrics["queries_with_ties"],
+              "selection": cfg.eval.selection, "queries_without_video": left_out,
               "provenance": provenance(cfg, seed, {"model": model_path, "captions": captions,
                                                    "video_feats": video_feats, "text_feats": text_feats,
                                                    **(inputs or {})})}

@@ -174,11 +174,11 @@ def test_a_video_in_two_splits_is_an_error_naming_both():
         check_disjoint_splits({"train.jsonl": ["a", "b", "d"], "val.jsonl": ["e"], "test.jsonl": ["b", "d", "f"]})
 
 
-def test_feature_shards_refuse_overlapping_splits(tmp_path):
+def test_video_list_refuses_overlapping_splits(tmp_path):
     import json
 
     from prvr.data.annotations import AnnotationError
-    from prvr.stages import shard_video_ids
+    from prvr.stages import shard_video_ids, video_list
     files = []
     for split, vids in (("train", ["v1", "v2"]), ("test", ["v3", "v2"])):
         path = tmp_path / f"{split}.jsonl"
@@ -186,4 +186,7 @@ def test_feature_shards_refuse_overlapping_splits(tmp_path):
                                             "ts": [1.0, 2.0]}) + "\n" for i, vid in enumerate(vids)))
         files.append(path)
     with pytest.raises(AnnotationError, match=r"test.jsonl: video 'v2' is also in .*train.jsonl"):
-        shard_video_ids(files, 0, 10)
+        video_list(files, tmp_path / "videos.txt")
+    files[1].write_text(files[1].read_text().replace('"v2"', '"v4"'))
+    assert video_list(files, tmp_path / "videos.txt") == {"videos": 4, "listed": 4, "missing": 0}
+    assert shard_video_ids(tmp_path / "videos.txt", 1, 3) == ["v4"]

@@ -81,7 +81,7 @@ def test_key_table_in_config_readme_names_every_key():
     import re
     rows = [line.split("|")[1] for line in (REPO / "config/README.md").read_text().splitlines()
             if line.startswith("| `")]
-    named = {key for row in rows for key in re.findall(r"`([a-z_.*]+)`", row)}
+    named = {key for row in rows for key in re.findall(r"`([a-z0-9_.*]+)`", row)}
 
     def leaves(data, prefix=""):
         for name, value in data.items():

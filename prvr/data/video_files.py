@@ -46,3 +46,17 @@ def video_files(videos_dir: str | Path, vids: list[str]) -> dict[str, Path]:
                                  f"{', '.join(p.name for p in found)}")
         paths[vid] = found[0]
     return paths
+
+
+def frame_folders(frames_dir: str | Path, vids: list[str]) -> dict[str, Path]:
+    """The folder `<id>/` of images of each id in `vids` (TVR's released frames); exact names only."""
+    frames_dir = Path(frames_dir)
+    try:
+        folders = {entry.name: Path(entry.path) for entry in os.scandir(frames_dir) if entry.is_dir()}
+    except OSError as err:
+        raise VideoFileError(f"{frames_dir}: cannot list the frame folder ({err.strerror})") from None
+    missing = [vid for vid in vids if vid not in folders]
+    if missing:
+        raise VideoFileError(f"{frames_dir}: no frame folder for id {missing[0]!r} (expected {missing[0]}/; "
+                             f"{len(missing)} of {len(vids)} ids missing)")
+    return {vid: folders[vid] for vid in vids}

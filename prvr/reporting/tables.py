@@ -5,8 +5,9 @@
     table = ablation_table({"baseline": [".../collapse.json", ...]}, metrics=COLLAPSE_METRICS, digits=3)
 
 Columns: configuration, seeds, R@1, R@5, R@10, R@100, SumR (means over seeds, 2 decimals), then
-R@1_std ... SumR_std (sample std over seeds; empty with one seed), then the configuration's
-description. Each number traces to the metrics files named in the sidecar `<table>.sources.json`.
+R@1_std ... SumR_std (sample std over seeds; empty with one seed), the split the epoch was selected
+on (`selection`: val or reported_split), how many test queries could not be evaluated (their video
+could not be fetched: `queries_not_evaluated`), then the configuration's description. Each number traces to the metrics files named in the sidecar `<table>.sources.json`.
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def read_metrics(path: str | Path) -> dict:
     """Metrics dict and seed of one metrics.json."""
     try:
         record = json.loads(Path(path).read_text())
-        return {"metrics": record["metrics"], "seed": record["provenance"]["seed"]}
+        return {"metrics": record["metrics"], "seed": record["provenance"]["seed"],
+                "selection": record.get("selection", ""), "queries_without_video": record.get("queries_without_video")}
     except FileNotFoundError:
         raise PrvrError(f"{path}: metrics file not found") from None
     except (json.JSONDecodeError, KeyError, TypeError) as err:
@@ -59,7 +61,10 @@ def ablation_table(files: dict[str, list[str | Path]], descriptions: dict[str, s
         rows = [read_metrics(p) for p in paths]
         seeds = " ".join(str(r["seed"]) for r in rows if r["seed"] is not None)
         description = (descriptions or {}).get(configuration, "")
+        selection = " ".join(sorted({str(r.get("selection", "")) for r in rows}))
+        left_out = {r.get("queries_without_video") for r in rows} - {None}
         table.append({"configuration": configuration, "seeds": seeds, **summarise(rows, metrics, digits),
+                      "selection": selection, "queries_not_evaluated": " ".join(map(str, sorted(left_out))),
                       "description": description})
     return table
 
@@ -67,7 +72,8 @@ def ablation_table(files: dict[str, list[str | Path]], descriptions: dict[str, s
 def write_table(table: list[dict], path: str | Path, sources: dict | None = None,
                 metrics: tuple[str, ...] = METRICS) -> None:
     """CSV atomically (+ a sources sidecar naming every metrics file behind each row)."""
-    columns = ["configuration", "seeds", *metrics, *(f"{m}_std" for m in metrics), "description"]
+    columns = ["configuration", "seeds", *metrics, *(f"{m}_std" for m in metrics), "selection",
+               "queries_not_evaluated", "description"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

@@ -24,7 +24,7 @@ def config_layers():
 # One validation for every source (prvr.config_sources): a bad value stops here with one line naming
 # the file (or --config) and the key; the typed, complete config replaces Snakemake's dict.
 try:
-    CFG = resolve_layers(config_layers())
+    CFG = resolve_layers(config_layers(), dataset_dir=REPO / "config" / "datasets")
     if REFERENCE in CFG.ablations:
         raise PrvrError(f"config ablations: {REFERENCE!r} is reserved for the untrained reference row")
     ABLATIONS = check_ablations(CFG, ABLATION_DIR)  # name -> that row's full config
@@ -35,6 +35,9 @@ config.update(to_dict(CFG))
 
 DATA = f"results/{config['dataset']}"
 SPLITS = ["train", "val", "test"]
+DEMO = CFG.dataset == "demo"
+RELEASED = CFG.data.videos == "released_features"
+SOURCE = CFG.data.videos
 
 
 def ablation_file(wildcards):
@@ -58,9 +61,43 @@ def gpus_for(device):
     return 1 if device.startswith("cuda") else 0
 
 
-def n_video_shards():
-    c = config["corpus"]
-    return math.ceil((c["n_train"] + c["n_val"] + c["n_test"]) / config["frames"]["shard_size"])
+def benchmark_annotation_files(wildcards):
+    """The benchmark's own files (config data.*): a change of any reruns the conversion."""
+    d = CFG.data
+    files = {split: getattr(d, split).path for split in SPLITS if getattr(d, split).path}
+    return {**files, **{f"durations_{i}": path for i, path in enumerate(d.durations)}}
+
+
+def missing_videos(wildcards):
+    """ActivityNet from YouTube: the ids that could not be fetched (left out of lists and captions)."""
+    return {"missing": f"{DATA}/missing_videos.tsv"} if SOURCE == "youtube" else {}
+
+
+def video_source(wildcards):
+    """What must exist before decoding: the corpus, a finished download, or the user's folder."""
+    if DEMO:
+        return {"videos": f"{DATA}/videos"}
+    if SOURCE == "charades_archive":
+        return {"download": f"{DATA}/downloads/archive.json"}
+    if SOURCE == "youtube":
+        return {"download": f"{DATA}/downloads/youtube.json"}
+    if RELEASED:
+        return {}  # features come ready-made: nothing to decode
+    return {"videos": CFG.data.video_dir}  # directory or frame_folders: supplied by the user
+
+
+def video_shards(wildcards):
+    """The shards of the video list (known once the video_list checkpoint has run)."""
+    with open(checkpoints.video_list.get().output[0]) as listing:
+        n_videos = sum(1 for line in listing if line.strip())
+    n_shards = max(1, math.ceil(n_videos / CFG.frames.shard_size))
+    return expand(f"{DATA}/features/shards/video_{{shard}}.h5", shard=range(n_shards))
+
+
+def val_captions(wildcards):
+    """The split the epoch is selected on: val, or the reported test split (eval.selection)."""
+    split = "test" if row_config(wildcards.ablation).eval.selection == "reported_split" else "val"
+    return f"{DATA}/captions/{split}.caption.txt"
 
 
 def clip_weights(wildcards):
@@ -84,7 +121,7 @@ def analysis_inputs(wildcards):
         "video_feats": f"{DATA}/features/video_feats.h5",
         "text_feats": f"{DATA}/features/text_feats.h5",
     }
-    if config["dataset"] == "demo":
+    if DEMO:
         inputs["labels"] = f"{DATA}/annotations/event_labels.jsonl"
     return inputs
 

@@ -1,10 +1,11 @@
-# Stage 5: test-split metrics (R@1/5/10/100, SumR) of the model selected on the val split.
+# Stage 5: test-split metrics (R@1/5/10/100, SumR) of the model selected on eval.selection's split.
 
 
 rule evaluate:
     input:
         model=f"{DATA}/runs/{{ablation}}/seed{{seed}}/model.pt",
         captions=f"{DATA}/captions/test.caption.txt",
+        coverage=f"{DATA}/captions/test.coverage.json",
         video_feats=f"{DATA}/features/video_feats.h5",
         text_feats=f"{DATA}/features/text_feats.h5",
     output:

@@ -1,57 +1,79 @@
-# Stage 3: decode (decord) and encode (open_clip) per shard of videos, so no decoded frames are kept on
-# disk; merge shards into the authors' HDF5 layout; encode every caption's tokens.
+# Stage 3: decode (decord or PyAV) and encode (open_clip) per shard of the dataset's video list, so no
+# decoded frames are kept on disk; merge shards into the authors' HDF5 layout; encode every caption's
+# tokens. With data.videos: released_features, the authors' HDF5 files are validated and imported instead.
 
 
-rule video_features_shard:
-    input:
-        videos=f"{DATA}/videos",
-        annotations=expand(f"{DATA}/annotations/{{split}}.jsonl", split=SPLITS),
-        weights=clip_weights,
-    output:
-        temp(f"{DATA}/features/shards/video_{{shard}}.h5"),
-    params:
-        frames=config["frames"],
-        clip=config["clip"],
-    log:
-        "logs/video_features/{shard}.log",
-    benchmark:
-        "benchmarks/video_features/{shard}.tsv"
-    resources:
-        gpu=lambda wildcards: 1 if config["clip"]["device"].startswith("cuda") else 0,
-    conda:
-        "../../envs/features.yaml"
-    script:
-        "../scripts/video_features_shard.py"
+if not RELEASED:
+
+    rule video_features_shard:
+        input:
+            unpack(video_source),
+            video_list=f"{DATA}/videos.txt",
+            weights=clip_weights,
+        output:
+            temp(f"{DATA}/features/shards/video_{{shard}}.h5"),
+        params:
+            frames=config["frames"],
+            clip=config["clip"],
+            video_dir=lambda wildcards, input: input.get("videos", CFG.data.video_dir),
+            folder_fps=config["data"]["folder_fps"],
+        log:
+            "logs/video_features/{shard}.log",
+        benchmark:
+            "benchmarks/video_features/{shard}.tsv"
+        resources:
+            gpu=gpus_for(config["clip"]["device"]),
+        conda:
+            "../../envs/features.yaml"
+        script:
+            "../scripts/video_features_shard.py"
 
 
-rule merge_video_features:
-    input:
-        lambda wildcards: expand(f"{DATA}/features/shards/video_{{shard}}.h5", shard=range(n_video_shards())),
-    output:
-        f"{DATA}/features/video_feats.h5",
-    log:
-        "logs/merge_video_features.log",
-    conda:
-        "../../envs/features.yaml"
-    script:
-        "../scripts/merge_video_features.py"
+    rule merge_video_features:
+        input:
+            video_shards,
+        output:
+            f"{DATA}/features/video_feats.h5",
+        log:
+            "logs/merge_video_features.log",
+        conda:
+            "../../envs/features.yaml"
+        script:
+            "../scripts/merge_video_features.py"
 
 
-rule text_features:
-    input:
-        captions=expand(f"{DATA}/captions/{{split}}.caption.txt", split=SPLITS),
-        weights=clip_weights,
-    output:
-        f"{DATA}/features/text_feats.h5",
-    params:
-        clip=config["clip"],
-    log:
-        "logs/text_features.log",
-    benchmark:
-        "benchmarks/text_features.tsv"
-    resources:
-        gpu=lambda wildcards: 1 if config["clip"]["device"].startswith("cuda") else 0,
-    conda:
-        "../../envs/features.yaml"
-    script:
-        "../scripts/text_features.py"
+    rule text_features:
+        input:
+            captions=expand(f"{DATA}/captions/{{split}}.caption.txt", split=SPLITS),
+            weights=clip_weights,
+        output:
+            f"{DATA}/features/text_feats.h5",
+        params:
+            clip=config["clip"],
+        log:
+            "logs/text_features.log",
+        benchmark:
+            "benchmarks/text_features.tsv"
+        resources:
+            gpu=gpus_for(config["clip"]["device"]),
+        conda:
+            "../../envs/features.yaml"
+        script:
+            "../scripts/text_features.py"
+
+else:
+
+    rule import_released:
+        input:
+            captions=expand(f"{DATA}/captions/{{split}}.caption.txt", split=SPLITS),
+            video_h5=config["data"]["released_video_h5"],
+            text_h5=config["data"]["released_text_h5"],
+        output:
+            video_feats=f"{DATA}/features/video_feats.h5",
+            text_feats=f"{DATA}/features/text_feats.h5",
+        log:
+            "logs/import_released.log",
+        conda:
+            "../../envs/features.yaml"
+        script:
+            "../scripts/import_released.py"

@@ -5,7 +5,7 @@ rule train:
     input:
         ablation=ablation_file,
         train_captions=f"{DATA}/captions/train.caption.txt",
-        val_captions=f"{DATA}/captions/val.caption.txt",
+        val_captions=val_captions,
         video_feats=f"{DATA}/features/video_feats.h5",
         text_feats=f"{DATA}/features/text_feats.h5",
     output:

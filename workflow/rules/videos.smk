@@ -1,28 +1,65 @@
-# Stage 1: the videos and their annotations. The demo corpus is generated (H.264 files + TVR-layout jsonl).
+# Stage 1: the annotations and the dataset's one video list. The demo corpus is generated (H.264 files
+# + TVR-layout jsonl); a benchmark's own files (config data.*) are converted to the same layout.
 
 
-rule generate_corpus:
-    output:
-        videos=directory(f"{DATA}/videos"),
+if DEMO:
+
+    rule generate_corpus:
+        output:
+            videos=directory(f"{DATA}/videos"),
+            annotations=expand(f"{DATA}/annotations/{{split}}.jsonl", split=SPLITS),
+            labels=f"{DATA}/annotations/event_labels.jsonl",
+        params:
+            corpus=config["corpus"],
+        log:
+            "logs/generate_corpus.log",
+        benchmark:
+            "benchmarks/generate_corpus.tsv"
+        conda:
+            "../../envs/videos.yaml"
+        script:
+            "../scripts/generate_corpus.py"
+
+else:
+
+    rule benchmark_annotations:
+        input:
+            unpack(benchmark_annotation_files),
+        output:
+            annotations=expand(f"{DATA}/annotations/{{split}}.jsonl", split=SPLITS),
+        params:
+            data=config["data"],
+            selection=config["eval"]["selection"],
+        log:
+            "logs/benchmark_annotations.log",
+        conda:
+            "../../envs/videos.yaml"
+        script:
+            "../scripts/benchmark_annotations.py"
+
+
+checkpoint video_list:
+    input:
+        unpack(missing_videos),
+        unpack(video_source),  # the videos exist (or are downloaded) before any shard is planned
         annotations=expand(f"{DATA}/annotations/{{split}}.jsonl", split=SPLITS),
-        labels=f"{DATA}/annotations/event_labels.jsonl",
-    params:
-        corpus=config["corpus"],
+    output:
+        f"{DATA}/videos.txt",
     log:
-        "logs/generate_corpus.log",
-    benchmark:
-        "benchmarks/generate_corpus.tsv"
+        "logs/video_list.log",
     conda:
         "../../envs/videos.yaml"
     script:
-        "../scripts/generate_corpus.py"
+        "../scripts/video_list.py"
 
 
 rule caption_file:
     input:
-        f"{DATA}/annotations/{{split}}.jsonl",
+        unpack(missing_videos),
+        annotations=f"{DATA}/annotations/{{split}}.jsonl",
     output:
-        f"{DATA}/captions/{{split}}.caption.txt",
+        captions=f"{DATA}/captions/{{split}}.caption.txt",
+        coverage=f"{DATA}/captions/{{split}}.coverage.json",
     log:
         "logs/caption_file/{split}.log",
     conda:

@@ -9,9 +9,9 @@ from prvr.stages import extract_video_shard, shard_video_ids  # noqa: E402
 
 
 def main(smk, cfg):
-    vids = shard_video_ids([Path(p) for p in smk.input.annotations], int(smk.wildcards.shard), cfg.frames.shard_size)
+    vids = shard_video_ids(Path(smk.input.video_list), int(smk.wildcards.shard), cfg.frames.shard_size)
     weights = Path(smk.input.weights) if smk.input.get("weights") else None
-    extract_video_shard(cfg, Path(smk.input.videos), vids, weights, Path(smk.output[0]))
+    extract_video_shard(cfg, Path(smk.params.video_dir), vids, weights, Path(smk.output[0]))
 
 
 run_step(snakemake, main)

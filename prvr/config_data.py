@@ -1,0 +1,54 @@
+"""Where a dataset's annotations, videos or released features come from (config section `data`).
+
+The demo generates everything (`videos: generated`); a real benchmark names its own annotation
+files per split and one video source. config/datasets/<name>.yaml fills this section for TVR,
+ActivityNet Captions and Charades-STA; paths are relative to the working directory (`data/` by
+default), so a user puts the files there or points the keys elsewhere.
+
+Video sources (`videos`):
+  generated          the demo corpus (rule generate_corpus)
+  directory          `video_dir` holds one file `<video id>.<ext>` per video (any user's videos)
+  frame_folders      `video_dir` holds one folder `<video id>/` of images per video, shown at
+                     `folder_fps` (TVR's released 3 fps JPEG frames)
+  charades_archive   `archive_url` is downloaded (resumable, `archive_sha256` checked) and
+                     extracted into `video_dir` by a local rule
+  youtube            ActivityNet: every video id fetched from YouTube by yt-dlp into `video_dir`;
+                     ids that cannot be fetched are listed in results/<dataset>/missing_videos.tsv
+                     and left out (every table says how many test queries that removed)
+  released_features  the authors' released HDF5 features (`released_video_h5`, `released_text_h5`)
+                     are validated and imported; nothing is decoded
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+VIDEO_SOURCES = ("generated", "directory", "frame_folders", "charades_archive", "youtube", "released_features")
+
+
+@dataclass
+class SplitSource:
+    """One split's annotation file in the benchmark's own format (tvr jsonl, activitynet json,
+    charades txt); path null: the split is generated (demo) or held out of train (val)."""
+    path: str | None = None
+    format: str = field(default="tvr", metadata={"choices": ("tvr", "activitynet", "charades")})
+
+
+@dataclass
+class DataConfig:
+    """Annotation files, the held-out selection split, and the video source of one dataset."""
+    train: SplitSource = field(default_factory=SplitSource)
+    val: SplitSource = field(default_factory=SplitSource)
+    test: SplitSource = field(default_factory=SplitSource)
+    val_fraction: float = 0.1  # share of train videos held out as val when data.val.path is null
+    bad_spans: str = field(default="error", metadata={"choices": ("error", "fix", "keep")})
+    durations: tuple[str, ...] = ()  # Charades: Charades_v1_train.csv, Charades_v1_test.csv (`length`)
+    videos: str = field(default="generated", metadata={"choices": VIDEO_SOURCES})
+    video_dir: str | None = None
+    folder_fps: float = 3.0
+    archive_url: str | None = None
+    archive_sha256: str | None = None
+    archive_members_under: str | None = None  # the archive's folder holding the videos (Charades_v1_480)
+    download_workers: int = 4
+    released_video_h5: str | None = None
+    released_text_h5: str | None = None
+    released_video_prefix: str | None = None  # ActivityNet: their video keys drop "v_"

@@ -1,0 +1,110 @@
+"""A benchmark's own annotation files -> the pipeline's per-split annotation table and video list.
+
+Reads config `data` (prvr.config_data): each split's file in its own format (TVR jsonl, ActivityNet
+Captions json, Charades-STA txt), Charades durations from Charades_v1_*.csv, and writes
+`annotations/{train,val,test}.jsonl` in the TVR layout the rest of the pipeline reads (caption ids
+keep the conventions of the PRVR code family: see prvr.data.annotations). `write_video_list` makes
+`videos.txt`, the one sorted list of every split's video ids that the feature shards read.
+
+When `data.val.path` is null, val is a held-out share (`data.val_fraction`) of the train videos,
+chosen by the sha256 of the video id (the same ids on every machine, whatever the file order) and
+removed from train. With `eval.selection: reported_split` (the authors' protocol) train keeps every
+video and the epoch is selected on the test split (the train rule reads the test captions as val).
+Splits must not share a video (an error naming both files).
+
+    summary = write_benchmark_tables(cfg.data, cfg.eval.selection, Path("results/tvr"))
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+from prvr.data.annotations import (AnnotationError, Query, check_disjoint_splits, read_activitynet_json,
+                                   read_charades_sta, read_tvr_jsonl)
+from prvr.io import write_text
+
+SPLITS = ("train", "val", "test")
+
+
+def read_durations(csv_files) -> dict[str, float]:
+    """Charades_v1_{train,test}.csv: video id (column `id`) -> seconds (column `length`)."""
+    durations = {}
+    for path in map(Path, csv_files):
+        try:
+            rows = list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
+        except FileNotFoundError:
+            raise AnnotationError(f"{path}: file not found (data.durations)") from None
+        for line, row in enumerate(rows, start=2):
+            try:
+                durations[row["id"]] = float(row["length"])
+            except (KeyError, TypeError, ValueError):
+                raise AnnotationError(f"{path}:{line}: expected columns id and length (seconds)") from None
+    return durations
+
+
+def read_split_file(source, bad_spans: str, durations: dict[str, float] | None) -> list[Query]:
+    """One split's queries from its file in its own format (config data.<split>)."""
+    if source.format == "tvr":
+        return read_tvr_jsonl(source.path, bad_spans=bad_spans)
+    if source.format == "activitynet":
+        return read_activitynet_json(source.path, bad_spans=bad_spans)
+    return read_charades_sta(source.path, durations=durations, bad_spans=bad_spans)
+
+
+def held_out_videos(vids, fraction: float) -> set[str]:
+    """round(fraction x n) of the distinct `vids` with the smallest sha256 of their id (at least 1)."""
+    distinct = sorted(set(vids), key=lambda v: hashlib.sha256(v.encode()).hexdigest())
+    return set(distinct[:max(1, round(fraction * len(distinct)))])
+
+
+def benchmark_splits(data, selection: str) -> dict[str, list[Query]]:
+    """{train, val, test: queries} as described in the module docstring."""
+    durations = read_durations(data.durations) if data.durations else None
+    train = read_split_file(data.train, data.bad_spans, durations)
+    test = read_split_file(data.test, data.bad_spans, durations)
+    if data.val.path:
+        val = read_split_file(data.val, data.bad_spans, durations)
+    elif selection == "reported_split":
+        val = []  # the authors' protocol: selection on test, train keeps every video
+    else:
+        chosen = held_out_videos([q.vid for q in train], data.val_fraction)
+        val = [q for q in train if q.vid in chosen]
+        train = [q for q in train if q.vid not in chosen]
+    splits = {"train": train, "val": val, "test": test}
+    check_disjoint_splits({f"{name} ({getattr(data, name).path or 'held out of train'})": [q.vid for q in rows]
+                           for name, rows in splits.items() if rows})
+    return splits
+
+
+def _tvr_row(query: Query) -> str:
+    return json.dumps({"vid_name": query.vid, "duration": query.duration, "ts": [query.start, query.end],
+                       "desc": query.desc, "desc_id": query.desc_id}) + "\n"
+
+
+def write_benchmark_tables(data, selection: str, out_dir: Path) -> dict:
+    """Write annotations/{split}.jsonl under out_dir; return counts per split."""
+    splits = benchmark_splits(data, selection)
+    for name, rows in splits.items():
+        write_text(out_dir / "annotations" / f"{name}.jsonl", "".join(_tvr_row(q) for q in rows))
+    return {name: {"videos": len({q.vid for q in rows}), "queries": len(rows)} for name, rows in splits.items()}
+
+
+def write_video_list(annotation_files, out: Path, missing: set[str] = frozenset()) -> dict:
+    """videos.txt: every split's video ids (splits checked disjoint), sorted, without `missing`
+    (videos that could not be fetched). Returns counts."""
+    split_videos = {str(p): [q.vid for q in read_tvr_jsonl(p, bad_spans="keep")] for p in annotation_files}
+    check_disjoint_splits(split_videos)
+    videos = sorted({v for vids in split_videos.values() for v in vids})
+    kept = [v for v in videos if v not in missing]
+    write_text(out, "".join(v + "\n" for v in kept))
+    return {"videos": len(videos), "listed": len(kept), "missing": len(videos) - len(kept)}
+
+
+def read_video_list(path: str | Path) -> list[str]:
+    """videos.txt: one video id per line."""
+    try:
+        return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise AnnotationError(f"{path}: video list not found") from None

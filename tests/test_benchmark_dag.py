@@ -1,0 +1,68 @@
+"""The DAG of each benchmark configuration, selected by one key (`--config dataset=...`), as dry runs on
+real annotation excerpts laid out where config/datasets/<name>.yaml expects them."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ANN = REPO / "tests/data/annotations"
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+
+LAYOUT = {  # dataset -> {path in the working directory: excerpt}
+    "tvr": {"data/tvr/tvr_train_release.jsonl": "tvr_val_excerpt.jsonl",
+            "data/tvr/tvr_val_release.jsonl": "tvr_val_first200.jsonl"},
+    "activitynet": {"data/activitynet/train.json": "activitynet_train_excerpt.json",
+                    "data/activitynet/val_1.json": "activitynet_val_1_excerpt.json"},
+    "charades": {"data/charades/charades_sta_train.txt": "charades_sta_train_excerpt.txt",
+                 "data/charades/charades_sta_test.txt": "charades_sta_test_excerpt.txt"},
+}
+
+
+def _lay_out(workdir: Path, dataset: str) -> None:
+    for dest, excerpt in LAYOUT[dataset].items():
+        (workdir / dest).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ANN / excerpt, workdir / dest)
+    (workdir / "data/tvr/frames").mkdir(parents=True, exist_ok=True)
+    (workdir / "data/charades").mkdir(parents=True, exist_ok=True)
+    for csv in ("Charades_v1_train.csv", "Charades_v1_test.csv"):
+        (workdir / "data/charades" / csv).write_text("id,length\n")
+
+
+def _dry_run(workdir: Path, *config: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "-d", str(workdir), "-n", "--cores", "1",
+                           "--config", *config], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("dataset, first_jobs", [
+    ("tvr", {"benchmark_annotations", "video_list", "caption_file"}),
+    ("activitynet", {"benchmark_annotations", "download_youtube", "video_list"}),
+    ("charades", {"benchmark_annotations", "download_archive"}),
+])
+def test_one_key_selects_a_benchmark(tmp_path, dataset, first_jobs):
+    _lay_out(tmp_path, dataset)
+    result = _dry_run(tmp_path, f"dataset={dataset}", "ablations=[baseline]", "seeds=[1]")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    jobs = {line.split()[1].rstrip(":") for line in result.stdout.splitlines()
+            if line.startswith(("rule ", "localrule ", "checkpoint "))}
+    assert first_jobs <= jobs and "generate_corpus" not in jobs and "pretrain_clip" not in jobs
+    assert f"results/{dataset}/annotations/train.jsonl" in result.stdout
+
+
+def test_released_features_skip_decoding(tmp_path):
+    _lay_out(tmp_path, "tvr")
+    for name in ("video.h5", "text.h5"):
+        (tmp_path / "data/tvr" / name).write_bytes(b"")
+    result = _dry_run(tmp_path, "dataset=tvr", "ablations=[baseline]", "seeds=[1]",
+                      'data={"videos": "released_features", "released_video_h5": "data/tvr/video.h5", '
+                      '"released_text_h5": "data/tvr/text.h5"}')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "import_released" in result.stdout and "video_features_shard" not in result.stdout
+    assert "text_features" not in result.stdout
+
+
+def test_a_missing_benchmark_file_is_named(tmp_path):
+    result = _dry_run(tmp_path, "dataset=activitynet")
+    assert result.returncode != 0 and "data/activitynet/train.json" in result.stdout + result.stderr

@@ -1,0 +1,35 @@
+# Where a benchmark's videos come from (config data.videos): downloads are local rules (the login node
+# on SLURM); a user directory of videos or of frame folders needs no rule.
+
+
+rule download_archive:
+    output:
+        done=f"{DATA}/downloads/archive.json",
+    params:
+        url=config["data"]["archive_url"],
+        sha256=config["data"]["archive_sha256"],
+        video_dir=config["data"]["video_dir"],
+    log:
+        "logs/download_archive.log",
+    conda:
+        "../../envs/videos.yaml"
+    localrule: True
+    script:
+        "../scripts/download_archive.py"
+
+
+rule download_youtube:
+    input:
+        annotations=expand(f"{DATA}/annotations/{{split}}.jsonl", split=SPLITS),
+    output:
+        done=f"{DATA}/downloads/youtube.json",
+        missing=f"{DATA}/missing_videos.tsv",
+    params:
+        video_dir=config["data"]["video_dir"],
+    log:
+        "logs/download_youtube.log",
+    conda:
+        "../../envs/videos.yaml"
+    localrule: True
+    script:
+        "../scripts/download_youtube.py"
