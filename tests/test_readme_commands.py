@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from test_benchmark_dag import _lay_out as lay_out
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -66,6 +67,8 @@ def test_readme_command_runs_as_written(command, tmp_path):
         known = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
         assert all(extra in known for extra in (extras or "").split(",") if extra), command
         return
+    for dataset in re.findall(r"dataset=(\w+)", command):
+        lay_out(tmp_path, dataset)  # the benchmark's files where its config expects them (real excerpts)
     result = _run(argv, tmp_path)
     assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
 
