@@ -64,6 +64,15 @@ def test_activitynet_tables_keep_sentence_indices(tmp_path):
                  bad_spans="fix")
     counts = write_benchmark_tables(data, "reported_split", tmp_path)
     assert counts["train"] == {"videos": 20, "queries": 68} and counts["test"] == {"videos": 3, "queries": 8}
+    raw = json.loads((ANN / "activitynet_train_excerpt.json").read_text())
+    bad = sum(s > e or s < 0 or e > v["duration"] for v in raw.values() for s, e in v["timestamps"])
+    assert counts["fixed_spans"] == {"train": bad, "test": 0}
+    reversed_train = _data(ANN / "activitynet_train_reversed_span.json", ANN / "activitynet_val_1_excerpt.json",
+                           "activitynet", bad_spans="fix")
+    assert write_benchmark_tables(reversed_train, "reported_split", tmp_path)["fixed_spans"]["train"] == 1
+    with pytest.raises(AnnotationError, match=r"v_0bosp4-pyTM' sentence 3: start 61.29 >= end 60.71"):
+        write_benchmark_tables(_data(ANN / "activitynet_train_reversed_span.json",
+                                     ANN / "activitynet_val_1_excerpt.json", "activitynet"), "val", tmp_path)
     write_captions(tmp_path / "annotations/test.jsonl", tmp_path / "test.caption.txt")
     ids = [cid for cid, _ in read_caption_txt(tmp_path / "test.caption.txt")]
     source = json.loads((ANN / "activitynet_val_1_excerpt.json").read_text())

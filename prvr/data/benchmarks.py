@@ -83,12 +83,29 @@ def _tvr_row(query: Query) -> str:
                        "desc": query.desc, "desc_id": query.desc_id}) + "\n"
 
 
+def fixed_spans(data) -> dict[str, int]:
+    """With bad_spans "fix": how many spans of each split's file the policy changed (swapped or clipped)."""
+    durations = read_durations(data.durations) if data.durations else None
+    counts = {}
+    for name in SPLITS:
+        source = getattr(data, name)
+        if source.path and data.bad_spans == "fix":
+            fixed = read_split_file(source, "fix", durations)
+            raw = read_split_file(source, "keep", durations)
+            counts[name] = sum((a.start, a.end) != (b.start, b.end) for a, b in zip(fixed, raw))
+    return counts
+
+
 def write_benchmark_tables(data, selection: str, out_dir: Path) -> dict:
-    """Write annotations/{split}.jsonl under out_dir; return counts per split."""
+    """Write annotations/{split}.jsonl under out_dir; return counts per split (and the spans that
+    bad_spans "fix" changed, per source file)."""
     splits = benchmark_splits(data, selection)
     for name, rows in splits.items():
         write_text(out_dir / "annotations" / f"{name}.jsonl", "".join(_tvr_row(q) for q in rows))
-    return {name: {"videos": len({q.vid for q in rows}), "queries": len(rows)} for name, rows in splits.items()}
+    summary = {name: {"videos": len({q.vid for q in rows}), "queries": len(rows)} for name, rows in splits.items()}
+    if data.bad_spans == "fix":
+        summary["fixed_spans"] = fixed_spans(data)
+    return summary
 
 
 def write_video_list(annotation_files, out: Path, missing: set[str] = frozenset()) -> dict:
