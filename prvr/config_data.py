@@ -17,6 +17,11 @@ Video sources (`videos`):
                      and left out (every table says how many test queries that removed)
   released_features  the authors' released HDF5 features (`released_video_h5`, `released_text_h5`)
                      are validated and imported; nothing is decoded
+
+feature_cache: every run reads one resampled float16 cache of the dataset (prvr.data.feature_cache:
+built once per frame_tokens x max_query_len, memory-mapped, never the whole store in RAM) instead of
+resampling the HDF5 stores into float32 arrays itself. On for the benchmarks; the demo keeps the
+float32 path its published numbers were made with.
 """
 from __future__ import annotations
 
@@ -52,3 +57,4 @@ class DataConfig:
     released_video_h5: str | None = None
     released_text_h5: str | None = None
     released_video_prefix: str | None = None  # ActivityNet: their video keys drop "v_"
+    feature_cache: bool = False  # train and evaluate from one float16 resampled cache per dataset

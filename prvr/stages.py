@@ -128,12 +128,13 @@ def train_run(cfg: Config, seed: int, data, out_dir: Path, inputs: dict) -> dict
 
 def evaluate_run(model_path: Path, captions: Path, video_feats: Path, text_feats: Path, out: Path,
                  split: str = "test", inputs: dict | None = None, device: str = "cpu",
-                 coverage: Path | None = None) -> dict:
+                 coverage: Path | None = None, cache: Path | None = None) -> dict:
     """Evaluate model.pt on a split; metrics JSON carries its own provenance block, the tie rule
     (the model's config eval.ties) and the number of queries whose relevant video had tied candidates.
     device: where to run it (the workflow's eval.device), whatever device the model was trained on.
     coverage: the caption rule's counts; its queries_without_video (videos that could not be fetched)
-    are recorded, so every table can say how many of the split's queries were not evaluated."""
+    are recorded, so every table can say how many of the split's queries were not evaluated.
+    cache: the dataset's feature cache (data.feature_cache) to read the split from."""
     from prvr.data.dataset import PRVRDataset
     from prvr.evaluation.evaluate import evaluate_split
     from prvr.provenance import provenance
@@ -141,7 +142,13 @@ def evaluate_run(model_path: Path, captions: Path, video_feats: Path, text_feats
     from prvr.training.trainer import model_from_saved
     saved = torch.load(model_path, map_location="cpu", weights_only=False)
     model, cfg = model_from_saved(saved, str(model_path), device)
-    dataset = PRVRDataset.for_model(captions, video_feats, text_feats, cfg.model)
+    if cache is not None:
+        from prvr.data.feature_cache import open_cache
+        opened = open_cache(cache, [captions], video_feats, text_feats, cfg.model.frame_tokens, cfg.model.max_query_len)
+        dataset = PRVRDataset.from_cache(opened, captions, cfg.model)
+        inputs = {**(inputs or {}), "feature_cache": cache}
+    else:
+        dataset = PRVRDataset.for_model(captions, video_feats, text_feats, cfg.model)
     metrics = evaluate_split(model, dataset, cfg.eval, device)
     seed = int(saved["seed"])
     import json

@@ -8,6 +8,11 @@ A training batch holds B videos with all their captions (the authors' batching):
 
     ds = PRVRDataset("train.caption.txt", "video_feats.h5", "text_feats.h5", frame_tokens=32)
     loader = DataLoader(ds, batch_size=64, shuffle=True, collate_fn=collate_videos)
+
+At TVR size, build the dataset's resampled float16 cache once (prvr.data.feature_cache) and read
+every split from it: rows are gathered from the mapped file on access, not held in RAM:
+
+    ds = PRVRDataset.from_cache(FeatureCache("results/tvr/cache/ft128_q77"), "train.caption.txt")
 """
 from __future__ import annotations
 
@@ -95,10 +100,16 @@ def read_split(caption_file: str | Path) -> SplitIndex:
 class PRVRDataset(torch.utils.data.Dataset):
     """One item per video: its resampled frame features and the token features of its captions.
 
-    Features are read into memory once (the demo and the real benchmarks' resampled features fit:
-    TVR is 17k videos x 128 x 768 float16 = 3.4 GB; `dtype` lets a user halve it). Each array is
-    checked as read (FeatureCheck): an empty, non-2-D, other-dimension or non-finite entry is a
-    FeatureError naming the store file and the id.
+    From the stores (the constructor): features are read into memory once, `frames` a (V, Nf, D)
+    array and `queries` a dict of (L, D) arrays, in `dtype` (float32). Each array is checked as read
+    (FeatureCheck): an empty, non-2-D, other-dimension or non-finite entry is a FeatureError naming
+    the store file and the id. Fine for the demo; at TVR size (6.9 GB of float32 frames for the
+    train split alone) use `from_cache`.
+
+    From a feature cache (`from_cache`): `frames` is a CachedRows view and `queries` a CachedQueries
+    mapping of the cache's float16 memmaps; an item reads its rows on access (float16: the collate
+    casts each batch to float32). The numbers are the store path's rounded to float16 (see
+    prvr.data.feature_cache), the indexing the same: len(ds.frames), ds.frames[a:b], ds.queries[c].
     """
 
     def __init__(self, caption_file, video_store, text_store, frame_tokens: int, dtype=np.float32,
@@ -132,6 +143,29 @@ class PRVRDataset(torch.utils.data.Dataset):
         frame_tokens, captions cut at max_query_len."""
         return cls(caption_file, video_store, text_store, model_cfg.frame_tokens,
                    max_query_len=model_cfg.max_query_len)
+
+    @classmethod
+    def from_cache(cls, cache, caption_file, model_cfg=None) -> "PRVRDataset":
+        """The split of `caption_file` read from a feature cache (a FeatureCache or its directory),
+        without copying it into RAM. The caption file must be one the cache was built from and, with
+        `model_cfg`, the cache's frame_tokens and max_query_len those of the model; otherwise a
+        StaleCacheError naming the cache's index file (the stores: FeatureCache.check_inputs)."""
+        from prvr.data.feature_cache import CachedQueries, CachedRows, FeatureCache
+        if not isinstance(cache, FeatureCache):
+            cache = FeatureCache(cache)
+        if model_cfg is not None:
+            cache.check_settings(model_cfg.frame_tokens, model_cfg.max_query_len)
+        index = read_split(caption_file)
+        cache.check_caption_file(caption_file)
+        self = cls.__new__(cls)
+        self.index = index
+        self.max_query_len = cache.max_query_len
+        self.cache = cache
+        self.frames = CachedRows(cache.frames, cache.video_rows(self.index.videos))  # (V, Nf, D) float16
+        caption_ids = self.index.caption_ids
+        self.queries = CachedQueries(cache, caption_ids)
+        self.truncated_captions = sum(int(r) in cache.truncated for r in cache.caption_rows(caption_ids))
+        return self
 
     def __len__(self) -> int:
         return len(self.index.videos)

@@ -6,6 +6,12 @@
 Scores follow the released code: w_clip * max-over-clip-tokens cosine + w_frame * max-over-frame
 -token cosine; ranks use the tie rule cfg.ties (config eval.ties; default "expected", the exact mean
 over random tie-breaking) of `prvr.evaluation.metrics` for validation during training and test alike.
+
+Memory at benchmark size (TVR test: 2,179 videos, 10,895 queries): videos and queries are encoded
+cfg.batch_size at a time (a cache-backed dataset reads only that batch's rows), the (Q, V) scores are
+computed query_chunk queries at a time in cache-sized blocks (prvr_scores_chunked: never a
+(Q, V, tokens) tensor) and ranked in row chunks (metrics.rank_counts). What is held whole: the
+encoded tokens (V x (Nc + Nf) x H float32), the encoded queries (Q x H) and the (Q, V) float64 scores.
 """
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ import torch
 from prvr.config import EvalConfig
 from prvr.data.dataset import PRVRDataset, pad_queries
 from prvr.evaluation.metrics import retrieval_metrics
-from prvr.evaluation.scoring import prvr_scores
+from prvr.evaluation import scoring
 
 
 @torch.no_grad()
@@ -25,7 +31,7 @@ def encode_videos(model, dataset: PRVRDataset, batch_size: int, device: str,
     videos, e.g. clip_tokens (V, Nc, H), frame_tokens (V, Nf, H), frame_to_clip (V, Nf)."""
     parts: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
     for start in range(0, len(dataset), batch_size):
-        frames = torch.from_numpy(dataset.frames[start:start + batch_size].astype(np.float32)).to(device)
+        frames = torch.from_numpy(np.array(dataset.frames[start:start + batch_size], dtype=np.float32)).to(device)
         out = model.encode_videos(frames)
         for key in parts:
             value = out[key]
@@ -45,8 +51,12 @@ def encode_queries(model, dataset: PRVRDataset, batch_size: int, device: str) ->
     return torch.cat(chunks)
 
 
-def split_scores(model, dataset: PRVRDataset, cfg: EvalConfig, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """Score matrix (Q, V) over the split and each query's relevant video index (Q,)."""
+def split_scores(model, dataset: PRVRDataset, cfg: EvalConfig, device: str = "cpu",
+                 query_chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Score matrix (Q, V) float64 over the split and each query's relevant video index (Q,).
+
+    Scores are prvr_scores's, computed query_chunk (default scoring.QUERY_CHUNK) queries at a time
+    (prvr_scores_chunked)."""
     was_training = model.training
     model.eval()
     try:
@@ -54,10 +64,12 @@ def split_scores(model, dataset: PRVRDataset, cfg: EvalConfig, device: str = "cp
         queries = encode_queries(model, dataset, cfg.batch_size, device)
     finally:
         model.train(was_training)
-    scores = prvr_scores(queries, videos["clip_tokens"], videos["frame_tokens"], w_clip=cfg.w_clip, w_frame=cfg.w_frame)
+    scores = scoring.prvr_scores_chunked(queries, videos.pop("clip_tokens"), videos.pop("frame_tokens"),
+                                         w_clip=cfg.w_clip, w_frame=cfg.w_frame,
+                                         query_chunk=query_chunk or scoring.QUERY_CHUNK, dtype=torch.float64)
     video_index = {v: i for i, v in enumerate(dataset.index.videos)}
     positive = np.array([video_index[c.split("#", 1)[0]] for c in dataset.index.caption_ids], dtype=np.int64)
-    return scores.numpy().astype(np.float64), positive
+    return scores.numpy(), positive
 
 
 def evaluate_split(model, dataset: PRVRDataset, cfg: EvalConfig, device: str = "cpu") -> dict[str, float | int]:

@@ -16,6 +16,12 @@ so the gradient at ties is amax's (split evenly), exactly as before.
 
     scores = prvr_scores(query, clip_tokens, frame_tokens, w_clip=0.4, w_frame=0.6)   # (Q, B)
     dots, cosines = branch_dot_and_cosine(query, frame_tokens)                        # (Q, B) each
+
+Evaluation at benchmark size (no gradient): `prvr_scores_chunked` gives prvr_scores's numbers
+query_chunk queries at a time, in cache-sized (queries x videos x tokens) blocks:
+
+    scores = prvr_scores_chunked(query, clip_tokens, frame_tokens, 0.4, 0.6, query_chunk=1024,
+                                 dtype=torch.float64)                                 # (Q, B)
 """
 from __future__ import annotations
 
@@ -185,3 +191,86 @@ def prvr_scores(query: torch.Tensor, clip_tokens: torch.Tensor, frame_tokens: to
                          f"{frame_tokens.shape[0]} in frame_tokens")
     return (w_clip * branch_scores(query, clip_tokens)
             + w_frame * branch_scores(query, frame_tokens))
+
+
+QUERY_CHUNK = 1024  # queries scored at a time by prvr_scores_chunked
+BLOCK_ELEMENTS = 1 << 21  # (queries x videos x tokens) similarities per block: 8 MB, cache-sized
+
+
+def _inverse_norms(x: torch.Tensor) -> torch.Tensor:
+    """1 / max(|x|, eps) over the last dimension, as `_winners` computes it."""
+    return x.norm(dim=-1).clamp(min=NORM_EPS).reciprocal()
+
+
+def _cosine_block_maxima(query, tokens, inv_query, inv_tokens):
+    """(Q, B) max cosines of `_winners`'s arithmetic (dot, times 1/|t|, max, times 1/|q|) in blocks of
+    about BLOCK_ELEMENTS similarities, and whether every maximum is finite and attained once."""
+    n_queries, h = query.shape
+    b, n, _ = tokens.shape
+    out = query.new_empty(n_queries, b)
+    videos = max(1, BLOCK_ELEMENTS // max(1, n_queries * n))
+    clean = True
+    for start in range(0, b, videos):
+        stop = min(b, start + videos)
+        part = (query @ tokens[start:stop].reshape(-1, h).t()).view(n_queries, stop - start, n)
+        part.mul_(inv_tokens[start:stop].unsqueeze(0))  # (Q, b, N) <q, t> / |t|
+        values = part.amax(dim=-1)
+        if clean:  # every max finite and attained once: then the block holds Q * b maxima
+            clean = (bool(torch.isfinite(values).all())
+                     and int(torch.count_nonzero(part == values[..., None])) == values.numel())
+        out[:, start:stop] = values * inv_query[:, None]
+    return out, clean
+
+
+@torch.no_grad()
+def prvr_scores_chunked(query: torch.Tensor, clip_tokens: torch.Tensor, frame_tokens: torch.Tensor,
+                        w_clip: float = 0.4, w_frame: float = 0.6, query_chunk: int = QUERY_CHUNK,
+                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """prvr_scores (no gradient) computed query_chunk queries at a time: (Q, B) in `dtype`.
+
+    Memory: the (Q, B) result plus one query chunk's (chunk, B) branch scores and one block of about
+    BLOCK_ELEMENTS similarities; never a (Q, B, N) or (chunk, B, N) tensor. The arithmetic is
+    prvr_scores's, element by element: per branch max_n(<q, t_n> / |t_n|) / |q| with the norms of the
+    whole input, or, when any maximum of that branch over ALL queries and videos is tied or not
+    finite (where prvr_scores falls back to `reference_branch_scores`), the reference's max_n
+    <q/|q|, t_n/|t_n|> for the whole branch: a chunk that finds such a tie switches that branch to
+    the reference and starts the chunks over, so the fallback is the global one of prvr_scores.
+    The one difference left is the matrix product's blocking: a BLAS may sum a dot product in
+    another order for another matrix shape, i.e. differ in the last bit (float32 rounding), which can
+    reorder only candidates whose scores are that close.
+    """
+    _check_shapes(query, clip_tokens)
+    _check_shapes(query, frame_tokens)
+    if clip_tokens.shape[0] != frame_tokens.shape[0]:
+        raise ValueError(f"prvr_scores: {clip_tokens.shape[0]} videos in clip_tokens but "
+                         f"{frame_tokens.shape[0]} in frame_tokens")
+    if query_chunk < 1:
+        raise ValueError(f"query_chunk must be >= 1, got {query_chunk}")
+    n_queries, n_videos = query.shape[0], clip_tokens.shape[0]
+    if n_queries == 0 or n_videos == 0:
+        return prvr_scores(query, clip_tokens, frame_tokens, w_clip, w_frame).to(dtype)
+    out = torch.empty(n_queries, n_videos, dtype=dtype, device=query.device)
+    branches = {"clip": clip_tokens, "frame": frame_tokens}
+    inv_tokens = {name: _inverse_norms(tokens) for name, tokens in branches.items()}
+    inv_query = _inverse_norms(query)
+    normalized = {}  # branch -> its tokens over their norms, once the branch uses the reference
+    start = 0
+    while start < n_queries:
+        stop = min(n_queries, start + query_chunk)
+        q = query[start:stop]
+        scores, restart = {}, False
+        for name, tokens in branches.items():
+            if name in normalized:  # reference_branch_scores(q, tokens), tokens normalised once
+                scores[name] = reference_branch_scores(F.normalize(q, dim=-1), normalized[name], normalize=False)
+                continue
+            scores[name], clean = _cosine_block_maxima(q, tokens, inv_query[start:stop], inv_tokens[name])
+            if not clean:  # prvr_scores would use the reference for the whole branch
+                normalized[name] = F.normalize(tokens, dim=-1)
+                restart = True
+                break
+        if restart:
+            start = 0
+            continue
+        out[start:stop] = (w_clip * scores["clip"] + w_frame * scores["frame"]).to(dtype)
+        start = stop
+    return out

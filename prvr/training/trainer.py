@@ -25,6 +25,7 @@ from tqdm import tqdm
 from prvr.config import Config, to_dict, training_settings
 from prvr.data.annotations import check_disjoint_splits
 from prvr.data.dataset import PRVRDataset, collate_videos
+from prvr.data.feature_cache import open_cache
 from prvr.evaluation.evaluate import evaluate_split
 from prvr.io import write_text
 from prvr.losses import create_loss
@@ -37,11 +38,24 @@ from prvr.training.optim import clips_inside, create_optimizer, create_scheduler
 
 @dataclass
 class TrainData:
-    """Paths of one dataset's training inputs."""
+    """Paths of one dataset's training inputs.
+
+    feature_cache: optional, the dataset's resampled float16 cache (prvr.data.feature_cache, built
+    from these caption files and stores with the model's frame_tokens and max_query_len): the splits
+    are then read from it (not copied into RAM) and it is checked against the other inputs first
+    (StaleCacheError otherwise). It counts as an input of the run (run_identity hashes it); without
+    it the instance holds only the four paths, so vars(data), and the resume identity of runs
+    without a cache, are what they were.
+    """
     train_captions: Path
     val_captions: Path
     video_feats: Path
     text_feats: Path
+    feature_cache: Path | None = None
+
+    def __post_init__(self):
+        if self.feature_cache is None:
+            del self.feature_cache  # reads as the class default None; not an input in vars(data)
 
 
 def seed_everything(seed: int) -> None:
@@ -102,8 +116,7 @@ def train(cfg: Config, seed: int, data: TrainData, out_dir: str | Path) -> dict:
         torch.set_num_threads(cfg.train.num_threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(seed)
-    train_set = PRVRDataset.for_model(data.train_captions, data.video_feats, data.text_feats, cfg.model)
-    val_set = PRVRDataset.for_model(data.val_captions, data.video_feats, data.text_feats, cfg.model)
+    train_set, val_set = _splits(cfg, data)
     check_disjoint_splits({str(data.train_captions): train_set.index.videos,
                            str(data.val_captions): val_set.index.videos})  # selection on trained videos
     for name, split in (("train", train_set), ("val", val_set)):
@@ -140,6 +153,16 @@ def train(cfg: Config, seed: int, data: TrainData, out_dir: str | Path) -> dict:
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "rng": rng_state(), "identity": identity})
     return _finish(cfg, seed, out_dir, state)
+
+
+def _splits(cfg: Config, data: TrainData) -> tuple[PRVRDataset, PRVRDataset]:
+    """The train and val datasets: from the feature cache when data has one, else from the stores."""
+    if data.feature_cache is None:
+        return (PRVRDataset.for_model(data.train_captions, data.video_feats, data.text_feats, cfg.model),
+                PRVRDataset.for_model(data.val_captions, data.video_feats, data.text_feats, cfg.model))
+    cache = open_cache(data.feature_cache, [data.train_captions, data.val_captions], data.video_feats,
+                       data.text_feats, cfg.model.frame_tokens, cfg.model.max_query_len)
+    return PRVRDataset.from_cache(cache, data.train_captions), PRVRDataset.from_cache(cache, data.val_captions)
 
 
 def run_identity(cfg: Config, seed: int, data: TrainData) -> dict:

@@ -94,6 +94,20 @@ def video_shards(wildcards):
     return expand(f"{DATA}/features/shards/video_{{shard}}.h5", shard=range(n_shards))
 
 
+def run_cache(wildcards):
+    """The dataset's resampled feature cache at this configuration's frame_tokens / max_query_len."""
+    if not CFG.data.feature_cache:
+        return {}
+    model = row_config(wildcards.ablation).model
+    return {"cache": f"{DATA}/cache/ft{model.frame_tokens}_q{model.max_query_len}"}
+
+
+def cache_captions(wildcards):
+    """The caption files the cache holds: every split (no val under eval.selection reported_split)."""
+    splits = ["train", "test"] if CFG.eval.selection == "reported_split" else SPLITS
+    return expand(f"{DATA}/captions/{{split}}.caption.txt", split=splits)
+
+
 def val_captions(wildcards):
     """The split the epoch is selected on: val, or the reported test split (eval.selection)."""
     split = "test" if row_config(wildcards.ablation).eval.selection == "reported_split" else "val"

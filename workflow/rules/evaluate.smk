@@ -3,6 +3,7 @@
 
 rule evaluate:
     input:
+        unpack(run_cache),
         model=f"{DATA}/runs/{{ablation}}/seed{{seed}}/model.pt",
         captions=f"{DATA}/captions/test.caption.txt",
         coverage=f"{DATA}/captions/test.coverage.json",

@@ -77,3 +77,23 @@ else:
             "../../envs/features.yaml"
         script:
             "../scripts/import_released.py"
+
+
+rule feature_cache:
+    input:
+        captions=cache_captions,
+        video_feats=f"{DATA}/features/video_feats.h5",
+        text_feats=f"{DATA}/features/text_feats.h5",
+    output:
+        directory(f"{DATA}/cache/ft{{frame_tokens}}_q{{max_query_len}}"),
+    log:
+        "logs/feature_cache/ft{frame_tokens}_q{max_query_len}.log",
+    benchmark:
+        "benchmarks/feature_cache/ft{frame_tokens}_q{max_query_len}.tsv"
+    wildcard_constraints:
+        frame_tokens=r"\d+",
+        max_query_len=r"\d+",
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/feature_cache.py"

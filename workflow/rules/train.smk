@@ -3,6 +3,7 @@
 
 rule train:
     input:
+        unpack(run_cache),
         ablation=ablation_file,
         train_captions=f"{DATA}/captions/train.caption.txt",
         val_captions=val_captions,

@@ -11,7 +11,8 @@ from prvr.stages import evaluate_run  # noqa: E402
 def main(smk, cfg):
     inp = smk.input
     record = evaluate_run(Path(inp.model), Path(inp.captions), Path(inp.video_feats), Path(inp.text_feats),
-                          Path(smk.output[0]), device=cfg.eval.device, coverage=Path(inp.coverage))
+                          Path(smk.output[0]), device=cfg.eval.device, coverage=Path(inp.coverage),
+                          cache=Path(inp.cache) if "cache" in inp.keys() else None)
     print(record["metrics"])
 
 

@@ -13,7 +13,9 @@ from prvr.training.trainer import TrainData  # noqa: E402
 def main(smk, cfg):
     cfg = ablation_config(cfg, Path(smk.input.ablation))
     inp = smk.input
-    data = TrainData(Path(inp.train_captions), Path(inp.val_captions), Path(inp.video_feats), Path(inp.text_feats))
+    cache = Path(inp.cache) if "cache" in inp.keys() else None
+    data = TrainData(Path(inp.train_captions), Path(inp.val_captions), Path(inp.video_feats), Path(inp.text_feats),
+                     feature_cache=cache)
     inputs = {k: inp[k] for k in ("ablation", "train_captions", "val_captions", "video_feats", "text_feats")}
     train_run(cfg, int(smk.wildcards.seed), data, Path(smk.output.model).parent, inputs)
 

@@ -1,0 +1,180 @@
+"""Evaluation in query chunks (prvr_scores_chunked, evaluate.split_scores): the same ranks and metrics
+as the unchunked computation (prvr_scores over every query at once), ties included, the tie fallback
+of prvr_scores reproduced across chunks, and a cache-backed split evaluated like the stores.
+Run: .venv/bin/python -m pytest tests/test_evaluate_scale.py -q
+"""
+import numpy as np
+import pytest
+import torch
+
+from prvr.config import EvalConfig, ModelConfig
+from prvr.data.dataset import PRVRDataset
+from prvr.data.feature_cache import build_feature_cache
+from prvr.data.feature_store import write_features
+from prvr.evaluation import evaluate, scoring
+from prvr.evaluation.metrics import rank_counts, retrieval_metrics
+from prvr.evaluation.scoring import prvr_scores, prvr_scores_chunked
+from prvr.models import create_model
+
+RULES = ("expected", "optimistic", "pessimistic")
+
+
+def _tokens(seed=0, n_queries=37, n_videos=11, hidden=16, integer=False):
+    """Queries and both branches' tokens. integer: small integer entries, so that every dot product
+    is exact whatever the summation order; videos 3 and 7 then copy video 2 (exact ties)."""
+    g = torch.Generator().manual_seed(seed)
+    draw = (lambda *shape: torch.randint(-8, 9, shape, generator=g).float()) if integer else (
+        lambda *shape: torch.randn(*shape, generator=g))
+    query, clip, frame = draw(n_queries, hidden), draw(n_videos, 3, hidden), draw(n_videos, 6, hidden)
+    if integer:
+        clip[[3, 7]], frame[[3, 7]] = clip[2].clone(), frame[2].clone()
+    return query, clip, frame
+
+
+CHUNKS = [(1, 1), (4, 50), (5, 1 << 21), (37, 100), (100, 1 << 21)]  # (query_chunk, BLOCK_ELEMENTS)
+
+
+@pytest.mark.parametrize("chunk, block", CHUNKS)
+def test_chunked_scores_rank_like_prvr_scores(monkeypatch, chunk, block):
+    """Float tokens: the same arithmetic as prvr_scores, element by element; only a matrix product
+    of another shape may round a dot product's last bit differently (MKL does), so scores agree to
+    float32 rounding and the ranks (no candidates that close here) exactly."""
+    monkeypatch.setattr(scoring, "BLOCK_ELEMENTS", block)
+    query, clip, frame = _tokens()
+    whole = prvr_scores(query, clip, frame, w_clip=0.3, w_frame=0.7)
+    chunked = prvr_scores_chunked(query, clip, frame, 0.3, 0.7, query_chunk=chunk, dtype=torch.float64)
+    assert chunked.dtype == torch.float64 and chunked.shape == (37, 11)
+    torch.testing.assert_close(chunked.float(), whole, rtol=0, atol=4e-7)
+    positive = np.arange(37) % 11
+    assert all(np.array_equal(a, b) for a, b in zip(rank_counts(whole.numpy().astype(np.float64), positive),
+                                                    rank_counts(chunked.numpy(), positive)))
+
+
+@pytest.mark.parametrize("chunk, block", CHUNKS)
+def test_chunked_scores_equal_prvr_scores_with_ties(monkeypatch, chunk, block):
+    """Integer tokens (exact dot products, whatever the matrix shapes): the chunked scores are
+    prvr_scores's to the bit, tied videos included, so are the metrics under every tie rule."""
+    monkeypatch.setattr(scoring, "BLOCK_ELEMENTS", block)
+    query, clip, frame = _tokens(integer=True)
+    calls = []
+    real = scoring.reference_branch_scores
+    monkeypatch.setattr(scoring, "reference_branch_scores", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    whole = prvr_scores(query, clip, frame)
+    chunked = prvr_scores_chunked(query, clip, frame, query_chunk=chunk, dtype=torch.float64)
+    assert not calls  # every max over tokens unique: the fast path throughout (the fallback: next test)
+    assert torch.equal(chunked, whole.double())
+    assert torch.equal(chunked[:, 3], chunked[:, 2]) and torch.equal(chunked[:, 7], chunked[:, 2])
+    positive = np.arange(37) % 11
+    for rule in RULES:
+        metrics = retrieval_metrics(chunked.numpy(), positive, ties=rule)
+        assert metrics == retrieval_metrics(whole.numpy().astype(np.float64), positive, ties=rule)
+        assert metrics["queries_with_ties"] >= 9  # the queries of videos 2, 3, 7 at least
+
+
+def test_a_tied_maximum_in_a_late_chunk_switches_the_whole_branch_to_the_reference(monkeypatch):
+    """prvr_scores uses reference_branch_scores for a whole branch when any max over tokens is tied;
+    here only the last query meets a tie (video 0's two copies of e1), in the third chunk of two
+    queries: the chunked version must start over and use the reference for every query of the frame
+    branch (and never for the clip branch, which has no tie)."""
+    e = torch.eye(4)
+    frame = torch.stack([torch.stack([e[0], e[0], e[1]]), torch.stack([e[2], e[3], e[1] + e[2]])])  # (2, 3, 4)
+    clip = torch.stack([e[:2] + 0.1 * e[2:], e[2:] + 0.2 * e[:2]])  # (2, 2, 4)
+    query = torch.stack([e[1] + 0.1 * e[2], e[1] + 0.2 * e[3], e[2] + 0.3 * e[1], e[3] + 0.1 * e[1],
+                         e[1] + 0.1 * e[0], e[0] + 0.05 * e[3]])  # the last: frames 0 and 1 of video 0 tie
+    calls = []
+    real = scoring.reference_branch_scores
+
+    def spy(q, tokens, normalize=True, token_mask=None):
+        calls.append((q.shape[0], tokens.shape[1]))
+        return real(q, tokens, normalize, token_mask)
+    monkeypatch.setattr(scoring, "reference_branch_scores", spy)
+    whole = prvr_scores(query, clip, frame)
+    assert calls == [(6, 3)]  # the fallback of prvr_scores: the frame branch, every query
+    calls.clear()
+    chunked = prvr_scores_chunked(query, clip, frame, query_chunk=2)
+    assert calls == [(2, 3), (2, 3), (2, 3)]  # after the restart: every chunk of the frame branch
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-7)
+
+
+def _split(tmp_path, n_videos=8, frames=6, dim=8, duplicate=True, half=False):
+    """A split whose videos 5 and 6 copy videos 1 and 2; values float16-exact with `half`."""
+    rng = np.random.default_rng(1)
+    videos, tokens, lines = {}, {}, []
+    for i in range(n_videos):
+        feats = rng.normal(size=(frames if half else int(rng.integers(3, 12)), dim)).astype(np.float32)
+        videos[f"v{i}"] = feats
+        for k in range(3):
+            cid = f"v{i}#enc#{k}"
+            tokens[cid] = (feats.mean(0) + 0.5 * rng.normal(size=(int(rng.integers(2, 7)), dim))).astype(np.float32)
+            lines.append(f"{cid} caption {k}\n")
+    if duplicate:
+        videos["v5"], videos["v6"] = videos["v1"], videos["v2"]
+    if half:
+        videos = {k: v.astype(np.float16).astype(np.float32) for k, v in videos.items()}
+        tokens = {k: v.astype(np.float16).astype(np.float32) for k, v in tokens.items()}
+    (tmp_path / "split.txt").write_text("".join(lines))
+    write_features(tmp_path / "video.h5", videos.items())
+    write_features(tmp_path / "text.h5", tokens.items())
+    return tmp_path / "split.txt", tmp_path / "video.h5", tmp_path / "text.h5"
+
+
+MODEL = ModelConfig(name="gmmformer_v2", input_dim=8, hidden=16, heads=2, frame_tokens=6, clip_tokens=3)
+
+
+class IntegerModel(torch.nn.Module):
+    """A stand-in encoder with small integer outputs (exact dot products): copied videos get equal
+    tokens and tie exactly, whatever shapes the scoring's matrix products have. Tokens differ by
+    position (a short video's repeated frames would tie inside the max and take the fallback)."""
+
+    def encode_videos(self, frames):
+        n, d = frames.shape[1:]
+        tokens = torch.round(8 * frames) + torch.arange(n)[:, None] * torch.arange(1, d + 1)  # (B, Nf, D)
+        return {"frame_tokens": tokens, "clip_tokens": tokens[:, ::2] + 2 * tokens[:, 1::2]}
+
+    def encode_queries(self, feats, mask):
+        return {"query": torch.round((feats * mask[..., None]).sum(1))}
+
+
+def _unchunked_metrics(model, dataset, cfg):
+    """The evaluation as it was: prvr_scores over every query and video at once."""
+    model.eval()
+    videos = evaluate.encode_videos(model, dataset, cfg.batch_size, "cpu")
+    queries = evaluate.encode_queries(model, dataset, cfg.batch_size, "cpu")
+    scores = prvr_scores(queries, videos["clip_tokens"], videos["frame_tokens"], w_clip=cfg.w_clip, w_frame=cfg.w_frame)
+    index = {v: i for i, v in enumerate(dataset.index.videos)}
+    positive = np.array([index[c.split("#")[0]] for c in dataset.index.caption_ids])
+    return retrieval_metrics(scores.numpy().astype(np.float64), positive, ks=tuple(cfg.ks), ties=cfg.ties)
+
+
+@pytest.mark.parametrize("ties", RULES)
+@pytest.mark.parametrize("integer", [False, True], ids=["gmmformer_v2", "integer_ties"])
+def test_evaluate_split_in_chunks_equals_the_unchunked_evaluation(tmp_path, monkeypatch, ties, integer):
+    dataset = PRVRDataset(*_split(tmp_path, duplicate=integer), frame_tokens=6)
+    model = IntegerModel() if integer else create_model(MODEL, seed=0)
+    cfg = EvalConfig(ks=(1, 2, 5), ties=ties, batch_size=4)
+    calls = []
+    real = scoring.reference_branch_scores
+    monkeypatch.setattr(scoring, "reference_branch_scores", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    reference = _unchunked_metrics(model, dataset, cfg)
+    assert (reference["queries_with_ties"] >= 12) == integer  # the captions of v1, v2, v5, v6 at least
+    assert not calls  # no tie inside a max over tokens (the fallback has its own test)
+    for chunk, block in ((1, 1), (4, 40), (5, 1 << 21), (24, 1 << 21)):
+        monkeypatch.setattr(scoring, "QUERY_CHUNK", chunk)
+        monkeypatch.setattr(scoring, "BLOCK_ELEMENTS", block)
+        assert evaluate.evaluate_split(model, dataset, cfg) == reference, (chunk, block)
+
+
+def test_cache_backed_split_evaluates_like_the_stores_when_nothing_rounds(tmp_path, monkeypatch):
+    """frame_tokens = the frame count (resampling is the identity) and float16-exact features: the
+    cache holds the stores' numbers exactly, so the metrics are the same to the bit."""
+    paths = _split(tmp_path, half=True)
+    cache = build_feature_cache(tmp_path / "cache", [paths[0]], paths[1], paths[2], frame_tokens=6, max_query_len=77)
+    stores = PRVRDataset(*paths, frame_tokens=6)
+    cached = PRVRDataset.from_cache(cache, paths[0], MODEL)
+    model = create_model(MODEL, seed=1)
+    monkeypatch.setattr(scoring, "QUERY_CHUNK", 4)
+    cfg = EvalConfig(batch_size=4)
+    s_stores, p_stores = evaluate.split_scores(model, stores, cfg)
+    s_cached, p_cached = evaluate.split_scores(model, cached, cfg)
+    assert np.array_equal(s_stores, s_cached) and np.array_equal(p_stores, p_cached)
+    assert evaluate.evaluate_split(model, cached, cfg) == evaluate.evaluate_split(model, stores, cfg)
