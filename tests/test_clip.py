@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from prvr.config import ClipPretrainConfig
-from prvr.features.clip import (ClipError, _quick_gelu_for, encode_frames, encode_text_tokens,
-                                load_clip, text_token_features)
+from prvr.features.clip import (ClipError, _builtin_name, _check_sources, _quick_gelu_for, encode_frames,
+                                encode_text_tokens, inference, load_clip, text_token_features)
 from prvr.features.pretrain import pretrain_tiny_clip, report_path
 
 CAPTIONS = ["a man flips a pancake", "A large red hoop in the top left at night.", "dog", "a " * 100]
@@ -65,6 +65,73 @@ def test_openai_weights_get_quick_gelu():
     assert _quick_gelu_for("ViT-L-14", "openai") and _quick_gelu_for("ViT-B-32", "openai")
     assert not _quick_gelu_for("ViT-B-32", "laion2b_s34b_b79k")
     assert not _quick_gelu_for("prvr-tiny-clip", "tiny_clip.pt") and not _quick_gelu_for("ViT-L-14", None)
+
+
+def test_every_open_clip_spelling_takes_the_same_path():
+    """Built-in names in open_clip's or OpenAI's spelling, and the hf-hub:/local-dir: schemas."""
+    assert _builtin_name("ViT-L/14") == "ViT-L-14" and _builtin_name("hf-hub:org/repo") == "hf-hub:org/repo"
+    _check_sources("ViT-L/14", "openai")  # no error: a known tag of ViT-L-14
+    assert _quick_gelu_for("ViT-L/14", "openai")
+    with pytest.raises(ClipError, match="brings its own weights") as info:
+        load_clip("hf-hub:timm/ViT-B-16-SigLIP", "openai")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ClipError, match="no open_clip_config.json"):
+        load_clip("local-dir:/no/such/folder", None)
+
+
+def _local_dir(path, encoder, weights=True):
+    """An open_clip local-dir: config (+ weights) of the tiny model."""
+    path.mkdir()
+    cfg = {"model_cfg": open_clip.get_model_config("prvr-tiny-clip")}
+    (path / "open_clip_config.json").write_text(json.dumps(cfg))
+    if weights:
+        torch.save(encoder.model.state_dict(), path / "open_clip_pytorch_model.bin")
+    return f"local-dir:{path}"
+
+
+def test_local_dir_model_loads_its_own_weights(tmp_path, encoder):
+    loaded = load_clip(_local_dir(tmp_path / "tiny", encoder), None, batch_size=4)
+    frames = _frames(5, seed=2)
+    np.testing.assert_array_equal(encode_frames(loaded, frames), encode_frames(encoder, frames))
+    for a, b in zip(encode_text_tokens(loaded, CAPTIONS), encode_text_tokens(encoder, CAPTIONS)):
+        np.testing.assert_array_equal(a, b)
+    no_weights = _local_dir(tmp_path / "empty", encoder, weights=False)
+    with pytest.raises(ClipError, match="cannot load"):  # random weights only when asked for
+        load_clip(no_weights, None)
+    assert load_clip(no_weights, None, allow_random=True).embed_dim == 64
+
+
+def test_float16_weights_file_is_accepted(tmp_path, encoder):
+    path = tmp_path / "half.pt"
+    torch.save({k: v.half() for k, v in encoder.model.state_dict().items()}, path)
+    loaded = load_clip("prvr-tiny-clip", str(path), batch_size=4)
+    for (name, a), b in zip(loaded.model.state_dict().items(), encoder.model.state_dict().values()):
+        assert a.dtype == b.dtype and torch.equal(a, b.half().to(b.dtype)), name
+    frames = _frames(3, seed=3)
+    np.testing.assert_allclose(encode_frames(loaded, frames), encode_frames(encoder, frames), rtol=0.05, atol=0.05)
+
+
+def test_cpu_encoding_is_float32_without_autocast(encoder):
+    with inference(encoder):
+        assert torch.is_inference_mode_enabled() and not torch.is_autocast_enabled("cuda")
+    assert encode_frames(encoder, _frames(2)).dtype == np.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_encoding_uses_float16_autocast_and_returns_float32(encoder, tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save(encoder.model.state_dict(), path)
+    gpu = load_clip("prvr-tiny-clip", str(path), device="cuda", batch_size=4)
+    with inference(gpu):
+        assert torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.float16
+    frames = _frames(10, size=48)  # resized on the GPU
+    on_gpu, on_cpu = encode_frames(gpu, frames), encode_frames(encoder, frames)
+    assert on_gpu.dtype == np.float32 and on_gpu.shape == on_cpu.shape
+    cosine = (on_gpu * on_cpu).sum(1) / np.linalg.norm(on_gpu, axis=1) / np.linalg.norm(on_cpu, axis=1)
+    assert cosine.min() > 0.999
+    for a, b in zip(encode_text_tokens(gpu, CAPTIONS), encode_text_tokens(encoder, CAPTIONS)):
+        assert a.dtype == np.float32 and a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=0.02, atol=0.02)
 
 
 def test_corrupt_weights_file_is_a_clip_error(tmp_path):

@@ -5,14 +5,26 @@
     frame_feats = encode_frames(enc, frames)           # (T, D) float32, frames (T, H, W, 3) uint8
     token_feats = encode_text_tokens(enc, captions)    # list of (L_i, D) float32, last row = end-of-text
 
-Weights always go through `open_clip.create_model_and_transforms(name, pretrained=...)`, so
-`pretrained` is an open_clip tag (downloaded) or a local weights file (the demo's pretrained tiny
-model). Features are stored raw: projected embeddings, NOT L2-normalised (the PRVR models
-normalise or project them themselves). The architecture "prvr-tiny-clip" is registered from
+Weights always go through `open_clip.create_model_and_transforms(name, pretrained=...)`, so every
+open_clip spelling takes the same path: a built-in architecture ("ViT-L-14", or "ViT-L/14") with
+`pretrained` an open_clip tag (downloaded) or a local weights file (.pt/.bin/.safetensors; float16
+files too: open_clip copies them into the float32 model), or an "hf-hub:org/repo" or
+"local-dir:/path" name that brings its own weights (then `pretrained` must be empty). Features are
+stored raw: projected embeddings, NOT L2-normalised (the PRVR models normalise or project them
+themselves). Token features need a causal CLIP text tower (CLIP, CustomTextCLIP); other towers
+raise ClipError. The architecture "prvr-tiny-clip" is registered from
 model_configs/prvr-tiny-clip.json when this module is imported.
+
+Device: on CPU everything runs in float32 under torch.inference_mode. On CUDA the uint8 frames of a
+batch go to the GPU in one copy (resize/normalise run there) and the towers run under
+torch.autocast("cuda", dtype=torch.float16) (ClipEncoder.autocast, default on); the features are
+returned, and stored, as float32 either way. Measured on an H200 with a random ViT-L-14: frame and
+end-of-text features within cosine 0.99999 of CPU float32 (largest difference 0.2% of the largest
+value), 1820 frames/s against 280 frames/s in float32.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -54,6 +66,7 @@ class ClipEncoder:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     batch_size: int = 256
+    autocast: bool = True  # float16 autocast on CUDA (no effect on CPU)
 
     @property
     def embed_dim(self) -> int:
@@ -66,15 +79,37 @@ class ClipEncoder:
                 "image_size": self.image_size, "embed_dim": self.embed_dim, "l2_normalised": False}
 
 
+SCHEMAS = ("hf-hub:", "local-dir:")  # open_clip model names that bring their own config and weights
+
+
+def _schema(name: str) -> str | None:
+    return next((schema for schema in SCHEMAS if name.startswith(schema)), None)
+
+
+def _builtin_name(name: str) -> str:
+    """open_clip's own spelling of a built-in architecture ("ViT-L/14" -> "ViT-L-14"); schemas as given."""
+    return name if _schema(name) else name.replace("/", "-")
+
+
 def _quick_gelu_for(name: str, pretrained: str | None) -> bool:
     """OpenAI's CLIP weights were trained with QuickGELU; open_clip only warns if it is not forced."""
-    if not pretrained or not open_clip.is_pretrained_cfg(name, pretrained):
+    if not pretrained or _schema(name) or not open_clip.is_pretrained_cfg(_builtin_name(name), pretrained):
         return False
-    return bool(open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu", False))
+    return bool(open_clip.get_pretrained_cfg(_builtin_name(name), pretrained).get("quick_gelu", False))
 
 
 def _check_sources(name: str, pretrained: str | None) -> None:
     """Fail early, in one line, on an unknown architecture or a missing weights file."""
+    schema = _schema(name)
+    if schema:
+        if pretrained:
+            raise ClipError(f"clip.model {name!r} brings its own weights: leave clip.pretrained empty "
+                            f"(got {pretrained!r}; open_clip would ignore it)")
+        folder = Path(name[len(schema):])
+        if schema == "local-dir:" and not (folder / "open_clip_config.json").is_file():
+            raise ClipError(f"{folder}: no open_clip_config.json (clip.model {name!r})")
+        return
+    name = _builtin_name(name)
     if name not in open_clip.list_models():
         raise ClipError(f"unknown open_clip model {name!r} (see open_clip.list_models(); "
                         f"the demo's is {TINY_CLIP!r})")
@@ -87,17 +122,20 @@ def _check_sources(name: str, pretrained: str | None) -> None:
 
 def load_clip(name: str, pretrained: str | None, device: str = "cpu", batch_size: int = 256,
               allow_random: bool = False, **create_kwargs) -> ClipEncoder:
-    """Build `name` with weights `pretrained` (open_clip tag or file path), eval mode.
+    """Build `name` with weights `pretrained` (open_clip tag or file path), eval mode, on `device`.
 
     pretrained=None (random init) is an error unless allow_random=True: features of an untrained
-    CLIP are meaningless, and open_clip itself would only log a warning.
+    CLIP are meaningless, and open_clip itself would only log a warning. The same holds for an
+    "hf-hub:"/"local-dir:" name whose weights do not load (open_clip's require_pretrained).
     """
-    _check_sources(name, pretrained)
     pretrained = str(pretrained) if pretrained else None
-    if pretrained is None and not allow_random:
+    _check_sources(name, pretrained)
+    if pretrained is None and not allow_random and not _schema(name):
         raise ClipError(f"clip.model {name!r}: no weights (clip.pretrained is null and no --weights); "
                         f"give an open_clip tag or a weights file")
+    name = _builtin_name(name)
     create_kwargs.setdefault("force_quick_gelu", _quick_gelu_for(name, pretrained))
+    create_kwargs.setdefault("require_pretrained", not allow_random)
     try:
         model, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device,
                                                             **create_kwargs)
@@ -136,16 +174,27 @@ def frames_to_input(encoder: ClipEncoder, frames: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
-@torch.no_grad()
+def inference(encoder: ClipEncoder) -> contextlib.ExitStack:
+    """torch.inference_mode(), plus float16 autocast when the encoder runs on CUDA (and .autocast)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode())
+    if encoder.device.type == "cuda" and encoder.autocast:
+        stack.enter_context(torch.autocast("cuda", dtype=torch.float16))
+    return stack
+
+
 def encode_frames(encoder: ClipEncoder, frames: np.ndarray) -> np.ndarray:
-    """Projected (not normalised) image embeddings of every frame: (T, H, W, 3) uint8 -> (T, D) float32."""
+    """Projected (not normalised) image embeddings of every frame: (T, H, W, 3) uint8 -> (T, D) float32.
+
+    Batches of encoder.batch_size frames: each batch goes to the device once (as uint8), the
+    embeddings stay there and come back to the host in one copy per call.
+    """
     if len(frames) == 0:
         return np.zeros((0, encoder.embed_dim), dtype=np.float32)
-    out = []
-    for start in range(0, len(frames), encoder.batch_size):
-        batch = frames_to_input(encoder, frames[start:start + encoder.batch_size])  # (B, 3, S, S)
-        out.append(encoder.model.encode_image(batch).float().cpu().numpy())  # (B, D)
-    return np.concatenate(out).astype(np.float32, copy=False)
+    with inference(encoder):
+        out = [encoder.model.encode_image(frames_to_input(encoder, frames[start:start + encoder.batch_size]))
+               .float() for start in range(0, len(frames), encoder.batch_size)]  # (B, D) each
+        return torch.cat(out).cpu().numpy()  # (T, D) float32
 
 
 def _text_parts(model: torch.nn.Module):
@@ -201,13 +250,16 @@ def text_token_features(model: torch.nn.Module, tokens: torch.Tensor) -> tuple[t
     return x, ends
 
 
-@torch.no_grad()
 def encode_text_tokens(encoder: ClipEncoder, captions: list[str]) -> list[np.ndarray]:
-    """Per-caption token features (L_i, D) float32 for positions 0..eot; row L_i - 1 = encode_text()."""
+    """Per-caption token features (L_i, D) float32 for positions 0..eot; row L_i - 1 = encode_text().
+
+    No padding rows: L_i = eot + 1 <= context length (77), as the authors' loader expects (see
+    prvr.features.extract)."""
     out: list[np.ndarray] = []
-    for start in range(0, len(captions), encoder.batch_size):
-        tokens = encoder.tokenizer(list(captions[start:start + encoder.batch_size])).to(encoder.device)
-        x, ends = text_token_features(encoder.model, tokens)  # (B, L, D), (B,)
-        feats = x.float().cpu().numpy()
-        out.extend(np.ascontiguousarray(feats[i, :end + 1]) for i, end in enumerate(ends.tolist()))
+    with inference(encoder):
+        for start in range(0, len(captions), encoder.batch_size):
+            tokens = encoder.tokenizer(list(captions[start:start + encoder.batch_size])).to(encoder.device)
+            x, ends = text_token_features(encoder.model, tokens)  # (B, L, D), (B,)
+            feats = x.float().cpu().numpy()
+            out.extend(np.ascontiguousarray(feats[i, :end + 1]) for i, end in enumerate(ends.tolist()))
     return out
