@@ -74,3 +74,36 @@ def test_val_is_held_out_of_train_and_features_follow_folder_time(tvr_run):
     with h5py.File(work / "results/tvr/features/video_feats.h5") as store:
         for i, vid in enumerate(vids):  # 6..9 images at 3 fps = 2..3 s, sampled at 1.5 fps: 3..4 frames
             assert store[vid].shape == (round((6 + i % 4) / 3.0 * 1.5), 64), vid
+
+
+def test_released_features_train_and_evaluate_without_decoding(tmp_path):
+    """data.videos: released_features with files in the authors' layout (root datasets per video id and
+    per caption id): validated, imported, trained and evaluated; no frame is decoded, no CLIP is built."""
+    rows = [json.loads(line) for line in ROWS.read_text().splitlines()]
+    vids = list(dict.fromkeys(r["vid_name"] for r in rows))[:40]
+    data = tmp_path / "data/tvr"
+    data.mkdir(parents=True)
+    for name, keep in (("tvr_train_release.jsonl", vids[:30]), ("tvr_val_release.jsonl", vids[30:])):
+        (data / name).write_text("".join(json.dumps(r) + "\n" for r in rows if r["vid_name"] in keep))
+    rng = np.random.default_rng(0)
+    counts: dict[str, int] = {}
+    with h5py.File(data / "video.h5", "w") as video, h5py.File(data / "text.h5", "w") as text:
+        for r in rows:
+            if r["vid_name"] in vids:
+                k = counts[r["vid_name"]] = counts.get(r["vid_name"], -1) + 1
+                text[f"{r['vid_name']}#enc#{k}"] = rng.standard_normal((int(rng.integers(4, 12)), 64)).astype(np.float32)
+        for vid in vids:
+            video[vid] = rng.standard_normal((int(rng.integers(10, 40)), 64)).astype(np.float32)
+    released = {**TINY, "data": {"val_fraction": 0.2, "videos": "released_features",
+                                 "released_video_h5": "data/tvr/video.h5", "released_text_h5": "data/tvr/text.h5"}}
+    (tmp_path / "released.yaml").write_text(json.dumps(released))
+    cmd = [str(SNAKEMAKE), "results/ablation.csv", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--cores", "2",
+           "--configfile", str(tmp_path / "released.yaml"), "--config", "dataset=tvr"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "import_released" in proc.stderr and "video_features_shard" not in proc.stderr
+    assert "pretrain_clip" not in proc.stderr
+    table = list(csv.DictReader((tmp_path / "results/ablation.csv").open()))
+    assert table[0]["configuration"] == "baseline" and 0 < float(table[0]["SumR"]) <= 400
+    with h5py.File(tmp_path / "results/tvr/features/video_feats.h5") as store:
+        assert set(store) == set(vids)
