@@ -37,3 +37,36 @@ def test_bad_metrics_file_is_one_line_error(tmp_path):
         ablation_table({"x": [bad]})
     with pytest.raises(PrvrError, match="metrics file not found"):
         ablation_table({"x": [tmp_path / "missing.json"]})
+
+
+def test_paired_difference_by_hand():
+    from prvr.reporting.tables import paired_difference
+    # diffs 2, 4, 6 over seeds 1..3: mean 4, sd 2, t(0.975, 2) = 4.303 -> 4.303 * 2 / sqrt(3)
+    out = paired_difference({1: 12.0, 2: 14.0, 3: 16.0, 9: 99.0}, {1: 10.0, 2: 10.0, 3: 10.0})
+    assert out["n"] == 3 and out["mean"] == 4.0 and abs(out["ci95"] - 4.303 * 2 / 3 ** 0.5) < 1e-9
+    assert paired_difference({1: 5.0}, {1: 3.0}) == {"mean": 2.0, "ci95": None, "n": 1}
+    assert paired_difference({1: 5.0}, {2: 3.0}) == {"mean": None, "ci95": None, "n": 0}
+
+
+def test_t_quantiles_match_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    from prvr.reporting.tables import T975
+    assert all(abs(stats.t.ppf(0.975, df) - q) < 5e-4 for df, q in enumerate(T975, start=1))
+
+
+def test_ablation_table_pairs_rows_with_the_baseline_by_seed(tmp_path):
+    from prvr.reporting.tables import ablation_table, write_table
+
+    def metrics_file(name, seed, sumr):
+        path = tmp_path / f"{name}{seed}.json"
+        path.write_text(json.dumps({"metrics": {"R@1": 1.0, "R@5": 2.0, "R@10": 3.0, "R@100": sumr - 6.0,
+                                                "SumR": sumr}, "provenance": {"seed": seed}}))
+        return path
+    files = {"baseline": [metrics_file("b", s, v) for s, v in ((1, 100.0), (2, 110.0), (3, 90.0))],
+             "method": [metrics_file("m", s, v) for s, v in ((3, 93.0), (1, 101.0), (2, 112.0))]}
+    table = ablation_table(files, paired_reference="baseline")
+    assert table[0]["SumR_paired_diff"] == 0.0 and table[1]["SumR_paired_diff"] == 2.0
+    assert table[1]["SumR_paired_ci95"] == round(4.303 * 1.0 / 3 ** 0.5, 2) and table[1]["paired_seeds"] == 3
+    write_table(table, tmp_path / "t.csv")
+    header = (tmp_path / "t.csv").read_text().splitlines()[0]
+    assert "SumR_paired_diff,SumR_paired_ci95,paired_seeds,selection" in header

@@ -13,7 +13,8 @@ def main(smk, cfg):
     files = {name: list(smk.input[name]) for name in smk.params.ablations}
     descriptions = {name: str(load_yaml(path).get("description", "")) for name, path in
                     zip(smk.params.ablations, smk.input.ablation_files)}
-    write_table(ablation_table(files, descriptions), smk.output.table, sources=files)
+    reference = "baseline" if "baseline" in files else None  # rows are paired with the baseline by seed
+    write_table(ablation_table(files, descriptions, paired_reference=reference), smk.output.table, sources=files)
 
 
 run_step(snakemake, main)
