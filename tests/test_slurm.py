@@ -62,6 +62,10 @@ def failure(what: str, log: Path) -> str:
 def test_profile_sizes_jobs_and_requests_gpus_from_the_config(tmp_path):
     """Dry run: the profile's per-rule resources and the rules' GPU requests, with no cluster needed."""
     cuda = ['train={"device": "cuda"}', 'clip={"device": "cuda"}']
+    # the feature shards are planned from the video list (a checkpoint): make it first, locally
+    listing = subprocess.run(snakemake_cmd(tmp_path, "--cores", "2", "results/demo/videos.txt"), capture_output=True,
+                             text=True, timeout=300)
+    assert listing.returncode == 0, listing.stderr[-2000:]
     proc = subprocess.run(snakemake_cmd(tmp_path, "--profile", str(PROFILE), "-n", "--config", *cuda),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
