@@ -58,7 +58,8 @@ def write_captions(annotation_file: Path, out_file: Path, missing_tsv: Path | No
 def fetch_archive(cfg: Config, done: Path) -> dict:
     """Download data.archive_url (resumable, data.archive_sha256 checked) beside data.video_dir and
     extract its videos there; `done` records what was extracted."""
-    from prvr.data.download import download_file, extract_archive
+    from prvr.data.archives import extract_archive
+    from prvr.data.download import download_file
     from prvr.io import write_json
     video_dir = Path(cfg.data.video_dir)
     archive = video_dir.parent / cfg.data.archive_url.rstrip("/").rsplit("/", 1)[-1]

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from prvr.data import archives
 from prvr.data import download as dl
-from prvr.data.download import DownloadError, download_file, extract_archive, is_complete, read_marker
+from prvr.data.archives import extract_archive, is_complete, read_marker
+from prvr.data.download import DownloadError, download_file
 from prvr.errors import PrvrError
 
 VIDEO = Path(__file__).parent / "data" / "videos" / "decord_video_0.mov"
@@ -236,7 +238,7 @@ def test_zip_extraction_with_members_under(tmp_path, monkeypatch):
     assert (marker["files"], marker["videos"], marker["members_under"]) == (2, 1, "Charades_v1_480")
     assert is_complete(out, marker["archive_sha256"]) and _no_temp_dirs(tmp_path)
     # A second run finds the marker and unpacks nothing.
-    monkeypatch.setattr(dl, "_unpack", lambda *a: pytest.fail("extracted again"))
+    monkeypatch.setattr(archives, "_unpack", lambda *a: pytest.fail("extracted again"))
     assert extract_archive(archive, out, members_under="Charades_v1_480") == videos
 
 
@@ -299,7 +301,7 @@ def test_interrupted_extraction_leaves_no_output(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # killed half way through
         real_copy(src, dst)
 
-    monkeypatch.setattr(dl.shutil, "copyfileobj", copy)
+    monkeypatch.setattr(archives.shutil, "copyfileobj", copy)
     with pytest.raises(KeyboardInterrupt):
         extract_archive(archive, tmp_path / "out")
     assert not (tmp_path / "out").exists() and _no_temp_dirs(tmp_path)

@@ -150,7 +150,8 @@ class PRVRDataset(torch.utils.data.Dataset):
         without copying it into RAM. The caption file must be one the cache was built from and, with
         `model_cfg`, the cache's frame_tokens and max_query_len those of the model; otherwise a
         StaleCacheError naming the cache's index file (the stores: FeatureCache.check_inputs)."""
-        from prvr.data.feature_cache import CachedQueries, CachedRows, FeatureCache
+        from prvr.data.cache_views import CachedQueries, CachedRows
+        from prvr.data.feature_cache import FeatureCache
         if not isinstance(cache, FeatureCache):
             cache = FeatureCache(cache)
         if model_cfg is not None:
