@@ -127,8 +127,20 @@ def test_settings_rerun_exactly_the_rules_that_use_them(run):
 
 
 def test_report_is_generated(run):
+    """The HTML report holds the tables and the t-SNE figures with their captions (report() outputs)."""
+    import base64
     snakemake(run, "--report", "report.html")
-    assert (run / "report.html").stat().st_size > 10_000
+    html = (run / "report.html").read_text()
+    assert len(html) > 10_000 and "Tables" in html and "Figures" in html
+    assert "ablation.csv" in html and "tsne_baseline.png" in html and "seed-paired SumR difference" in html
+    table_b64 = base64.b64encode((run / "results/ablation.csv").read_bytes()).decode()
+    assert table_b64[:40] in html  # the table itself is embedded, not only named
+
+
+def test_tables_have_markdown_and_latex_renderings(run):
+    md = (run / "results/ablation.md").read_text()
+    assert md.startswith("| configuration") and "baseline" in md
+    assert "\\begin{tabular}" in (run / "results/collapse.tex").read_text()
 
 
 def test_bad_config_value_fails_before_running(tmp_path):

@@ -42,7 +42,8 @@ rule tsne:
     input:
         unpack(tsne_inputs),
     output:
-        "results/figures/tsne_{ablation}.png",
+        report("results/figures/tsne_{ablation}.png", caption="../report/tsne.rst", category="Figures",
+               labels={"configuration": "{ablation}"}),
     params:
         split=config["analysis"]["split"],
         tsne_videos=config["analysis"]["tsne_videos"],

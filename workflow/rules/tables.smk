@@ -1,4 +1,4 @@
-# Stage 6: the paper's tables, one row per configuration, mean and std over seeds.
+# Stage 7: the paper's tables, one row per configuration, mean and std over seeds; CSV + Markdown + LaTeX.
 
 
 rule ablation_table:
@@ -6,8 +6,10 @@ rule ablation_table:
         unpack(lambda wildcards: {a: run_files(a, "metrics.json") for a in config["ablations"]}),
         ablation_files=[str(ABLATION_DIR / f"{a}.yaml") for a in config["ablations"]],
     output:
-        table="results/ablation.csv",
+        table=report("results/ablation.csv", caption="../report/ablation.rst", category="Tables"),
         sources="results/ablation.sources.json",
+        markdown="results/ablation.md",
+        latex="results/ablation.tex",
     params:
         ablations=config["ablations"],
     log:
@@ -24,8 +26,10 @@ rule collapse_table:
         reference=f"{DATA}/collapse/clip_input.json",
         ablation_files=[str(ABLATION_DIR / f"{a}.yaml") for a in config["ablations"]],
     output:
-        table="results/collapse.csv",
+        table=report("results/collapse.csv", caption="../report/collapse.rst", category="Tables"),
         sources="results/collapse.sources.json",
+        markdown="results/collapse.md",
+        latex="results/collapse.tex",
     params:
         ablations=config["ablations"],
     log:

@@ -6,6 +6,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # prvr importable
 from prvr.pipeline import run_step  # noqa: E402
 
 from prvr.config import load_yaml  # noqa: E402
+from prvr.reporting.renderings import render_table  # noqa: E402
 from prvr.reporting.tables import ablation_table, write_table  # noqa: E402
 
 
@@ -15,6 +16,7 @@ def main(smk, cfg):
                     zip(smk.params.ablations, smk.input.ablation_files)}
     reference = "baseline" if "baseline" in files else None  # rows are paired with the baseline by seed
     write_table(ablation_table(files, descriptions, paired_reference=reference), smk.output.table, sources=files)
+    render_table(smk.output.table, caption="Ablation (test split, mean over seeds)")
 
 
 run_step(snakemake, main)

@@ -6,6 +6,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # prvr importable
 from prvr.pipeline import run_step  # noqa: E402
 
 from prvr.config import load_yaml  # noqa: E402
+from prvr.reporting.renderings import render_table  # noqa: E402
 from prvr.reporting.tables import COLLAPSE_METRICS, ablation_table, write_table  # noqa: E402
 
 
@@ -16,6 +17,7 @@ def main(smk, cfg):
                          zip(smk.params.ablations, smk.input.ablation_files)})
     table = ablation_table(files, descriptions, metrics=COLLAPSE_METRICS, digits=3)
     write_table(table, smk.output.table, sources=files, metrics=COLLAPSE_METRICS)
+    render_table(smk.output.table, caption="Semantic-collapse diagnostics (mean over seeds)")
 
 
 run_step(snakemake, main)
