@@ -137,6 +137,11 @@ def test_report_is_generated(run):
     assert table_b64[:40] in html  # the table itself is embedded, not only named
 
 
+def test_curves_are_drawn_for_every_configuration(run):
+    assert (run / "results/figures/curves_baseline.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run / "results/figures/curves_baseline.pdf").read_bytes()[:4] == b"%PDF"
+
+
 def test_tables_have_markdown_and_latex_renderings(run):
     md = (run / "results/ablation.md").read_text()
     assert md.startswith("| configuration") and "baseline" in md

@@ -56,3 +56,20 @@ rule tsne:
         "../../envs/analysis.yaml"
     script:
         "../scripts/tsne.py"
+
+
+rule curves:
+    input:
+        logs=lambda wildcards: run_files(wildcards.ablation, "train_log.jsonl"),
+    output:
+        png=report("results/figures/curves_{ablation}.png", caption="../report/curves.rst", category="Figures",
+                   labels={"configuration": "{ablation}", "figure": "training curves"}),
+        pdf="results/figures/curves_{ablation}.pdf",
+    params:
+        seeds=config["seeds"],
+    log:
+        "logs/curves/{ablation}.log",
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/curves.py"
