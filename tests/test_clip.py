@@ -9,7 +9,7 @@ import torch
 from prvr.config import ClipPretrainConfig
 from prvr.features.clip import (ClipError, _builtin_name, _check_sources, _quick_gelu_for, encode_frames,
                                 encode_text_tokens, inference, load_clip, text_token_features)
-from prvr.features.pretrain import pretrain_tiny_clip, report_path
+from prvr.features.pretrain import _batches, pretrain_tiny_clip, report_path
 
 CAPTIONS = ["a man flips a pancake", "A large red hoop in the top left at night.", "dog", "a " * 100]
 TINY_PRETRAIN = ClipPretrainConfig(seed=3, n_pairs=48, epochs=2, batch_size=16, lr=1e-3)
@@ -222,3 +222,17 @@ def test_pretraining_is_deterministic_and_loadable(tmp_path):
     untrained = load_clip("prvr-tiny-clip", None, allow_random=True)
     frames = _frames(2)
     assert not np.allclose(encode_frames(trained, frames), encode_frames(untrained, frames))
+
+
+def test_batches_keep_groups_of_hard_negatives_whole():
+    """Pairs come in groups (sample_pretraining_pairs.group): a batch holds whole groups, shuffled."""
+    batches = _batches(43, 16, torch.Generator().manual_seed(0), group=8)  # 5 full groups + 3 pairs
+    assert sorted(torch.cat(batches).tolist()) == list(range(43))  # 6 groups, 2 a batch: all used once
+    for batch in batches:
+        starts = {int(i) // 8 for i in batch}
+        assert len(starts) == 2 and sorted(batch.tolist()) == [i for s in sorted(starts)
+                                                              for i in range(8 * s, min(8 * s + 8, 43))]
+    again = _batches(43, 16, torch.Generator().manual_seed(0), group=8)
+    assert all(torch.equal(a, b) for a, b in zip(batches, again))
+    plain = _batches(10, 4, torch.Generator().manual_seed(0))  # group 1: a plain shuffle
+    assert torch.equal(torch.cat(plain), torch.randperm(10, generator=torch.Generator().manual_seed(0))[:8])

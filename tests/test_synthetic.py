@@ -15,7 +15,7 @@ import pytest
 
 from prvr.config import CorpusConfig
 from prvr.data.synthetic import (CorpusError, generate_corpus, sample_events,
-                                 sample_pretraining_pairs, video_ids)
+                                 PRETRAIN_GROUP, sample_pretraining_pairs, video_ids)
 from prvr.data.vocabulary import COLOURS, KINDS, MOTIONS, SCENES, SHAPES, SIZES, event_caption, kind_name
 
 TINY = CorpusConfig(seed=7, n_train=4, n_val=2, n_test=2, min_events=2, max_events=4,
@@ -171,3 +171,20 @@ def test_pretraining_pairs_shapes_determinism_and_captions():
     motion_words = {verb.split()[0] for forms in MOTIONS.values() for verb, _ in forms} - {"turns"}
     assert not any(word in caption.lower().split() for caption in captions for word in motion_words)
     assert images.reshape(300, -1).std(axis=1).min() > 3                    # never a blank frame
+
+
+def test_pretraining_pairs_come_in_groups_of_hard_negatives():
+    """Consecutive groups share scene and colour; their captions always name the shape and tell
+    every frame of a group apart (what differs: shape, position or size, or the empty scene)."""
+    n = 40 * PRETRAIN_GROUP
+    images, captions = sample_pretraining_pairs(n, seed=7, image_size=32)
+    assert sample_pretraining_pairs.group == PRETRAIN_GROUP
+    shape_words = [form for forms in SHAPES.values() for form in forms]
+    for start in range(0, n, PRETRAIN_GROUP):
+        group = captions[start:start + PRETRAIN_GROUP]
+        assert len(set(group)) == PRETRAIN_GROUP, group
+        for caption in group:
+            text = f" {caption.lower().rstrip('.')} "
+            empty = text.startswith((" nothing", " an empty scene", " no shape", " just the background"))
+            assert empty or any(f" {w} " in text for w in shape_words), caption
+    assert any(c.startswith("Nothing") or "empty scene" in c for c in captions)  # blinking shapes' frames

@@ -26,8 +26,9 @@ from tqdm import tqdm
 from prvr.config import CorpusConfig
 from prvr.errors import PrvrError
 from prvr.data import render
-from prvr.data.vocabulary import (COLOURS, KINDS, SCENES, SHAPES, SIZE_CHANGING, SIZE_RADIUS,
-                                  event_caption, frame_caption, kind_name, visible_colours)
+from prvr.data.vocabulary import (COLOURS, KINDS, POSITION_WORDS, SCENES, SHAPES, SIZE_CHANGING,
+                                  SIZE_RADIUS, SIZES, _article, _sentence, event_caption, kind_name,
+                                  visible_colours)
 from prvr.io import atomic_path
 
 SPLITS = ("train", "val", "test")
@@ -37,6 +38,11 @@ _VIDEO_STREAM, _PRETRAIN_STREAM = 0x5649, 0x5052
 _IDS_PER_VIDEO, _IDS_PER_SPLIT = 100, 1_000_000
 SCENE_KEEP_PROB = 0.5        # chance that an event stays in the previous event's scene
 DISTRACTOR_PROB = 0.7        # chance that a video/frame has a wandering grey dot
+PRETRAIN_GROUP = 8           # consecutive pretraining pairs sharing scene and colour (hard negatives)
+# (shapes, grid cells, sizes) varied inside a pretraining group; each product is PRETRAIN_GROUP
+_GROUP_LAYOUTS = ((4, 2, 1), (2, 4, 1), (2, 2, 2), (4, 1, 2))
+EMPTY_PROB = 0.2             # chance that a group's last still is the empty scene (blinking shapes)
+_EMPTY_WORDS = ("nothing", "an empty scene", "no shape", "just the background")
 # frame sides (even, 16..160) that decord 0.6 returns with 4 or 6 channels instead of 3
 DECORD_BAD_SIZES = (16, 24, 48, 72)
 
@@ -210,30 +216,94 @@ def _background_bank(rng: np.random.Generator, image_size: int, per_scene: int) 
             for scene in SCENES}
 
 
-def _still_frame(rng: np.random.Generator, bank: dict, image_size: int) -> tuple[np.ndarray, str]:
-    """One clean float32 (H, W, 3) still of a random shape in a random scene, and its caption."""
-    scene = list(SCENES)[int(rng.integers(len(SCENES)))]
-    shape = list(SHAPES)[int(rng.integers(len(SHAPES)))]
-    attrs = _sample_attributes(rng, (shape, "still"), scene)
-    background = bank[scene][int(rng.integers(len(bank[scene])))]
+def _pick(rng: np.random.Generator, options):
+    return options[int(rng.integers(len(options)))]
+
+
+def _group_background(rng: np.random.Generator, bank: dict, scene: str, image_size: int) -> np.ndarray:
+    """One instance of `scene` from the bank, randomly mirrored and rolled sideways."""
+    background = _pick(rng, bank[scene])
     if rng.random() < 0.5:
         background = background[:, ::-1]
-    background = np.roll(background, int(rng.integers(image_size)), axis=1)
-    x, y = rng.uniform(0.12, 0.88, 2)
-    track = render.Track(np.array([x]), np.array([y]), np.array([rng.uniform(0.8, 1.2)]),
-                         np.array([rng.uniform(-0.6, 0.6)]), np.array([True]))
-    rgb = np.clip(np.array(COLOURS[attrs["colour"]][0]) + rng.integers(-15, 16, 3), 0, 255)
-    frame = render.render_clip(background, shape, rgb, SIZE_RADIUS[attrs["size"]], track)
-    if rng.random() < DISTRACTOR_PROB:
-        render.add_distractor(frame, rng)
-    return frame[0], frame_caption(attrs, (x, y), rng)
+    return np.roll(background, int(rng.integers(image_size)), axis=1)
+
+
+def _cell_position(rng: np.random.Generator, cell: tuple[int, int]) -> tuple[float, float]:
+    """(x, y) drawn well inside a cell (row, col) of the 3 x 3 grid that POSITION_WORDS names."""
+    row, col = cell
+    x = rng.uniform(max(0.12, col / 3 + 0.04), min(0.88, (col + 1) / 3 - 0.04))
+    y = rng.uniform(max(0.12, row / 3 + 0.04), min(0.88, (row + 1) / 3 - 0.04))
+    return float(x), float(y)
+
+
+def _radius(rng: np.random.Generator, size: str) -> tuple[float, str]:
+    """(radius as a fraction of the side, size word class or "none"): the corpus' sizes, and for
+    "none" the range that growing and shrinking shapes pass through (named when clearly small/large)."""
+    if size != "none":
+        return SIZE_RADIUS[size] * rng.uniform(0.85, 1.15), size
+    radius = SIZE_RADIUS["none"] * rng.uniform(0.45, 1.55)
+    return radius, "small" if radius < 0.1 else "large" if radius > 0.16 else "none"
+
+
+def _still_caption(rng: np.random.Generator, shape: str, colour: str, size: str, cell, scene: str,
+                   name_size: bool, name_cell: bool) -> str:
+    """'A small crimson box in the top left on the grass.': shape always; size and position when
+    asked (what tells the frame from its group), colour and scene most of the time."""
+    words = [_pick(rng, SIZES[size])] if name_size and size in SIZES else []
+    if rng.random() < 0.9:
+        words.append(_pick(rng, COLOURS[colour][1]))
+    noun = " ".join(words + [_pick(rng, SHAPES[shape])])
+    where = POSITION_WORDS[cell] if name_cell or rng.random() < 0.5 else ""
+    scene_words = _pick(rng, SCENES[scene][1]) if rng.random() < 0.8 else ""
+    text = (f"{scene_words}, {_article(noun)} {noun} {where}" if scene_words and rng.random() < 0.3
+            else f"{_article(noun)} {noun} {where} {scene_words}")
+    return _sentence(text)
+
+
+def _still_group(rng: np.random.Generator, bank: dict, image_size: int, count: int):
+    """`count` clean float32 (H, W, 3) stills sharing scene, background and colour, and their captions.
+
+    The stills are each other's hard negatives: every combination of a few shapes x grid cells x
+    sizes (_GROUP_LAYOUTS) appears once, so a frame differs from some of its group in shape alone,
+    from others in position or size alone, and the captions name exactly what differs. Sometimes
+    the last still is the empty scene (what a blinking shape leaves).
+    """
+    scene = _pick(rng, list(SCENES))
+    colour = _pick(rng, visible_colours(scene))
+    background = _group_background(rng, bank, scene, image_size)
+    rgb = np.clip(np.array(COLOURS[colour][0]) + rng.integers(-15, 16, 3), 0, 255)
+    n_shapes, n_cells, n_sizes = _GROUP_LAYOUTS[int(rng.integers(len(_GROUP_LAYOUTS)))]
+    shapes = [list(SHAPES)[k] for k in rng.choice(len(SHAPES), n_shapes, replace=False)]
+    cells = [list(POSITION_WORDS)[k] for k in rng.choice(len(POSITION_WORDS), n_cells, replace=False)]
+    sizes = ["small", "large"] if n_sizes == 2 else [_pick(rng, ("small", "large", "none"))]
+    combos = [(s, c, z) for s in shapes for c in cells for z in sizes]
+    order = rng.permutation(len(combos))
+    frames, captions = [], []
+    for k in order[:count]:
+        shape, cell, size = combos[k]
+        x, y = _cell_position(rng, cell)
+        radius, size_word = _radius(rng, size)
+        angle = rng.uniform(-np.pi, np.pi) if rng.random() < 0.3 else rng.uniform(-0.6, 0.6)
+        track = render.Track(np.array([x]), np.array([y]), np.array([1.0]), np.array([angle]), np.array([True]))
+        frames.append(render.render_clip(background, shape, rgb, radius, track)[0])
+        captions.append(_still_caption(rng, shape, colour, size_word, cell, scene,
+                                       name_size=n_sizes == 2 or rng.random() < 0.6, name_cell=n_cells > 1))
+    if count > 1 and rng.random() < EMPTY_PROB:
+        frames[-1] = background.copy()
+        captions[-1] = _sentence(f"{_pick(rng, _EMPTY_WORDS)} {_pick(rng, SCENES[scene][1])}")
+    for frame in frames:
+        if rng.random() < DISTRACTOR_PROB:
+            render.add_distractor(frame[None], rng)
+    return frames, captions
 
 
 def sample_pretraining_pairs(n: int, seed: int, image_size: int) -> tuple[np.ndarray, list[str]]:
     """`n` still frames (n, image_size, image_size, 3) uint8 and a caption of each.
 
     Same vocabulary and renderer as the corpus, from a random stream of its own; the captions say
-    what a single frame shows (shape, colour, size, position, scene), never a motion.
+    what a single frame shows (shape, colour, size, position, scene), never a motion. Pairs come in
+    consecutive groups of PRETRAIN_GROUP (`_still_group`: same scene and colour, differing in shape,
+    position or size) that pretraining keeps together in a batch as each other's hard negatives.
     """
     if n < 0 or image_size < 8:
         raise CorpusError(f"pretraining pairs: need n >= 0 and image_size >= 8, got {n}, {image_size}")
@@ -241,12 +311,16 @@ def sample_pretraining_pairs(n: int, seed: int, image_size: int) -> tuple[np.nda
     bank = _background_bank(rng, image_size, per_scene=12)
     images = np.empty((n, image_size, image_size, 3), np.uint8)
     captions = []
-    chunk = np.empty((min(n, 1024), image_size, image_size, 3), np.float32)
-    for begin in tqdm(range(0, n, len(chunk) or 1), desc="pretraining frames", unit="chunk"):
-        count = min(len(chunk), n - begin)
-        for j in range(count):
-            chunk[j], caption = _still_frame(rng, bank, image_size)
-            captions.append(caption)
+    for begin in tqdm(range(0, n, 1024), desc="pretraining frames", unit="chunk"):
+        count = min(1024, n - begin)
+        chunk = []
+        while len(chunk) < count:
+            frames, texts = _still_group(rng, bank, image_size, min(PRETRAIN_GROUP, count - len(chunk)))
+            chunk.extend(frames)
+            captions.extend(texts)
         gains = rng.uniform(0.92, 1.08, count)         # lighting varies between stills
-        images[begin:begin + count] = render.finish_frames(chunk[:count], gains, rng)
+        images[begin:begin + count] = render.finish_frames(np.stack(chunk), gains, rng)
     return images, captions
+
+
+sample_pretraining_pairs.group = PRETRAIN_GROUP  # read by prvr.features.pretrain to batch whole groups

@@ -6,7 +6,10 @@ The weights file is a plain state_dict that `open_clip.create_model_and_transfor
 pretrained=<file>)` loads (prvr.features.clip.load_clip does exactly that). A small JSON report
 beside it (`report_path(out_path)`) gives image->text and text->image retrieval on held-out pairs,
 so one can see the model learned something (chance level is reported next to it).
-Training: open_clip's ClipLoss, AdamW without weight decay on gains/biases/embeddings, linear
+Batches are made of whole groups of pairs when the pairs function has a `group` attribute
+(sample_pretraining_pairs: consecutive groups sharing scene and colour, differing in shape,
+position or size), so every frame meets hard negatives that only its shape or position tells apart;
+the held-out pairs come in such groups too. Training: open_clip's ClipLoss, AdamW without weight decay on gains/biases/embeddings, linear
 warm-up then cosine decay, logit scale clamped at 100 as in open_clip's training; seeded and
 deterministic on CPU.
 """
@@ -71,11 +74,17 @@ def _lr_at(step: int, total: int, base_lr: float) -> float:
     return 0.5 * base_lr * (1 + math.cos(math.pi * progress))
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """Shuffled index batches; the last partial batch is dropped unless it is the only one."""
-    order = torch.randperm(n, generator=generator)
-    size = min(batch_size, n)
-    return [order[i:i + size] for i in range(0, n - size + 1, size)]
+def _batches(n: int, batch_size: int, generator: torch.Generator, group: int = 1) -> list[torch.Tensor]:
+    """Shuffled index batches made of whole groups (`group` consecutive pairs, each other's hard
+    negatives; batch_size // group groups a batch, at least one); the last partial batch is dropped
+    unless it is the only one."""
+    group = max(1, group)
+    starts = torch.arange(0, n, group)[torch.randperm(-(-n // group), generator=generator)]  # (G,)
+    groups = [torch.arange(int(s), min(int(s) + group, n)) for s in starts]
+    per = max(1, batch_size // group)
+    if len(groups) < per:
+        return [torch.cat(groups)] if groups else []
+    return [torch.cat(groups[i:i + per]) for i in range(0, len(groups) - per + 1, per)]
 
 
 def _features(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor):
@@ -123,19 +132,20 @@ def pretrain_tiny_clip(cfg: ClipPretrainConfig, out_path: str | Path, model_name
     generator = _seed_everything(cfg.seed)
     encoder = load_clip(model_name, None, allow_random=True)  # random init, drawn from the seeded torch RNG
     pairs_fn = pairs_fn or _default_pairs()
+    group = int(getattr(pairs_fn, "group", 1))  # pairs come in groups of hard negatives: batch them whole
     frames, captions = pairs_fn(cfg.n_pairs, cfg.seed, encoder.image_size)
     tokens = encoder.tokenizer(captions)  # (N, 77), tokenised once
     model = encoder.model.train()
     optimizer = _optimizer(model, cfg)
     loss_fn = open_clip.ClipLoss()
-    total_steps = cfg.epochs * len(_batches(len(captions), cfg.batch_size, torch.Generator()))
+    total_steps = cfg.epochs * len(_batches(len(captions), cfg.batch_size, torch.Generator(), group))
     epoch_losses, step = [], 0
     progress = tqdm(total=total_steps, desc=f"pretrain {model_name}", unit="step")
     for _ in range(cfg.epochs):
         losses = []
-        for batch in _batches(len(captions), cfg.batch_size, generator):
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, total_steps, cfg.lr)
+        for batch in _batches(len(captions), cfg.batch_size, generator, group):
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = _lr_at(step, total_steps, cfg.lr)
             images = frames_to_input(encoder, frames[batch.numpy()])  # (B, 3, S, S)
             loss = loss_fn(*_features(model, images, tokens[batch]))
             optimizer.zero_grad(set_to_none=True)
