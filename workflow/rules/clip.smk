@@ -8,6 +8,7 @@ rule pretrain_clip:
         report=f"{DATA}/clip/tiny_clip.pretrain.json",
     params:
         clip=config["clip"],
+    threads: 2  # everything downstream waits for it; torch uses exactly this many
     log:
         "logs/pretrain_clip.log",
     benchmark:

@@ -9,6 +9,8 @@ from prvr.features.pretrain import pretrain_tiny_clip  # noqa: E402
 
 
 def main(smk, cfg):
+    import torch
+    torch.set_num_threads(smk.threads)  # the rule's threads: not every core while other jobs run beside it
     pretrain_tiny_clip(cfg.clip.pretrain, Path(smk.output.weights), model_name=cfg.clip.model)
 
 
