@@ -120,7 +120,12 @@ def collapse_figure(frame_tokens, frame_video, frame_event, queries, query_video
     _draw_panel(right, tsne_2d(queries, seed), query_video, query_event, "queries", colours)
     handles = [Line2D([], [], linestyle="", marker="o", color=colours(v), label=str(video_names[v]))
                for v in range(n_videos)]
-    right.legend(handles=handles, fontsize="small", loc="best")
+    right.legend(handles=handles, fontsize="small", loc="best", title="colour: video", title_fontsize="small")
+    markers = [Line2D([], [], linestyle="", marker=EVENT_MARKERS[e], color="grey", label=f"event {e + 1}")
+               for e in range(min(3, len(EVENT_MARKERS)))]
+    markers.append(Line2D([], [], linestyle="", marker=".", color="grey", alpha=0.5, label="outside any event"))
+    left.legend(handles=markers, fontsize="small", loc="best", title="marker: event in its video",
+                title_fontsize="small")
     fig.suptitle(title)
     fig.tight_layout()
 
