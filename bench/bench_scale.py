@@ -202,16 +202,23 @@ def _row(name: str, size: str, r: dict, notes: str) -> str:
     return f"| {name} | {size} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_rss_gb']:.2f} | {notes} |"
 
 
-def eval_rows(root: Path, a, rows: list[str]) -> None:
-    gen = run_child("generate", {"root": str(root), "name": "test", "videos": a.videos, "captions": a.queries,
-                                 "seed": 1}, a.threads)
+def _stores_and_cache(root: Path, a, split: str, videos: int, captions: int, seed: int, row: str,
+                      size: str, rows: list[str]) -> dict:
+    """Generate a split's stores, build its cache (a row of its own); the generated paths."""
+    gen = run_child("generate", {"root": str(root), "name": split, "videos": videos, "captions": captions,
+                                 "seed": seed}, a.threads)
     paths = gen["paths"]
-    cache = run_child("cache", {"out": str(root / "cache_test"), "captions": paths["captions"],
+    cache = run_child("cache", {"out": str(root / f"cache_{split}"), "captions": paths["captions"],
                                 "video": paths["video"], "text": paths["text"]}, a.threads)
-    size = f"{a.videos} videos, {a.queries} queries"
-    rows.append(_row("(a0) cache build, test split", size, cache,
+    rows.append(_row(row, size, cache,
                      f"stores {gen['store_gb']:.2f} GB (float16, T 50..300) -> cache {cache['cache_gb']:.2f} GB "
                      f"(generating the stores: {gen['wall_s']:.0f} s)"))
+    return paths
+
+
+def eval_rows(root: Path, a, rows: list[str]) -> None:
+    size = f"{a.videos} videos, {a.queries} queries"
+    paths = _stores_and_cache(root, a, "test", a.videos, a.queries, 1, "(a0) cache build, test split", size, rows)
     ev = run_child("eval", {"cache": str(root / "cache_test"), "captions": paths["captions"],
                             "threads": a.threads, "compare": a.compare}, a.threads)
     t = ev["times"]
@@ -228,15 +235,9 @@ def eval_rows(root: Path, a, rows: list[str]) -> None:
 
 
 def train_rows(root: Path, a, rows: list[str]) -> None:
-    gen = run_child("generate", {"root": str(root), "name": "train", "videos": a.train_videos,
-                                 "captions": a.train_captions, "seed": 2}, a.threads)
-    paths = gen["paths"]
-    cache = run_child("cache", {"out": str(root / "cache_train"), "captions": paths["captions"],
-                                "video": paths["video"], "text": paths["text"]}, a.threads)
     size = f"{a.train_videos} videos, {a.train_captions} captions"
-    rows.append(_row("(b0) cache build, train split", size, cache,
-                     f"stores {gen['store_gb']:.2f} GB (float16, T 50..300) -> cache {cache['cache_gb']:.2f} GB "
-                     f"(generating the stores: {gen['wall_s']:.0f} s)"))
+    paths = _stores_and_cache(root, a, "train", a.train_videos, a.train_captions, 2,
+                              "(b0) cache build, train split", size, rows)
     env = {"MALLOC_MMAP_THRESHOLD_": str(a.malloc_mmap_threshold)} if a.malloc_mmap_threshold else None
     tr = run_child("train", {"cache": str(root / "cache_train"), "captions": paths["captions"],
                              "threads": a.threads, "steps": a.steps}, a.threads, env)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from prvr.config import Config, from_dict, merge, to_dict
+from prvr.config import DATASETS, Config, from_dict, merge, to_dict
 from prvr.errors import ConfigError
 from prvr.yaml_files import read_yaml_mapping
 
@@ -76,10 +76,10 @@ def with_dataset_layer(layers: list[Layer], dataset_dir: Path) -> list[Layer]:
     """Insert config/datasets/<dataset>.yaml after the base file when a source selects a benchmark
     (`dataset: tvr`), so that the base < the dataset's settings < --configfile < --config."""
     name = None
-    for layer in layers:
-        name = _typed(layer).get("dataset", name)
-    if name in (None, "demo"):
-        return layers
+    for layer in layers:  # a plain string in files and --config alike; resolve_layers checks it
+        name = layer.data.get("dataset", name)
+    if name not in DATASETS or name == "demo":
+        return layers  # an unknown name is reported by the checks, with the known ones
     return [layers[0], Layer.file(Path(dataset_dir) / f"{name}.yaml"), *layers[1:]]
 
 

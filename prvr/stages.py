@@ -24,15 +24,19 @@ def shard_video_ids(video_list: Path, shard: int, shard_size: int) -> list[str]:
     return vids[shard * shard_size:(shard + 1) * shard_size]
 
 
+def _missing_videos(missing_tsv: Path | None) -> set[str]:
+    """The video ids listed in missing_videos.tsv (could not be fetched); none without the file."""
+    if missing_tsv is None:
+        return set()
+    from prvr.data.youtube import read_missing_tsv
+    return set(read_missing_tsv(missing_tsv))
+
+
 def video_list(annotation_files: list[Path], out: Path, missing_tsv: Path | None = None) -> dict:
     """videos.txt from every split's annotations (splits must not share a video), without the videos
     listed in missing_tsv (could not be fetched)."""
     from prvr.data.benchmarks import write_video_list
-    missing = set()
-    if missing_tsv is not None:
-        from prvr.data.youtube import read_missing_tsv
-        missing = set(read_missing_tsv(missing_tsv))
-    return write_video_list(annotation_files, out, missing)
+    return write_video_list(annotation_files, out, _missing_videos(missing_tsv))
 
 
 def benchmark_tables(cfg: Config, out_dir: Path) -> dict:
@@ -46,10 +50,7 @@ def write_captions(annotation_file: Path, out_file: Path, missing_tsv: Path | No
     (missing_tsv); returns {"queries": written, "queries_without_video": left out}."""
     from prvr.data.annotations import read_tvr_jsonl, write_caption_txt
     queries = read_tvr_jsonl(annotation_file, bad_spans="keep")  # checked when the table was made
-    missing = set()
-    if missing_tsv is not None:
-        from prvr.data.youtube import read_missing_tsv
-        missing = set(read_missing_tsv(missing_tsv))
+    missing = _missing_videos(missing_tsv)
     kept = [q for q in queries if q.vid not in missing]
     write_caption_txt(kept, out_file)
     return {"queries": len(kept), "queries_without_video": len(queries) - len(kept)}
