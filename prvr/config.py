@@ -95,6 +95,17 @@ class MergingConfig:
 
 
 @dataclass
+class DlDkdModelConfig:
+    """The DL-DKD student (model.name "dl_dkd", prvr.models.dl_dkd): its inheritance branch has
+    model.hidden units and is distilled from the frozen CLIP teacher (loss.distill); its exploration
+    branch (`exploration_hidden` units; its code's --double_branch) learns from the retrieval loss only.
+    eval.w_clip weighs the exploration branch's score, eval.w_frame the inheritance branch's
+    (its code: 0.3 and 0.7)."""
+    exploration_hidden: int = 128  # its code: 384
+    exploration_branch: bool = True
+
+
+@dataclass
 class ModelConfig:
     """The PRVR model (prvr.models), by `name`:
 
@@ -104,6 +115,10 @@ class ModelConfig:
       learned token shared by both branches, softmax at `fusion_temperature`.
     "gmmformer_v2_lite": this project's lighter encoder (prvr.models.gmmformer): one attention
       module with the windows as log priors, one FFN, a per-token linear fusion (not the authors').
+    Baselines of the main table (prvr.models.<name>): "ms_sl" (MS-SL: multi-scale sliding-window
+    clip proposals, key-clip guided frame attention), "gmmformer_v1" (GMMFormer: Gaussian-window
+    attention blocks, attention-pooled frame branch), "dl_dkd" (DL-DKD student: inheritance and
+    exploration branches; settings in `dl_dkd`).
 
     input_norm "l2" (authors' loader): every text token, resampled frame and clip-branch token is
     divided by (its L2 norm + 1e-5) before the model; "none": raw features.
@@ -111,7 +126,8 @@ class ModelConfig:
     dropout: attention probabilities and hidden layers (authors: 0.2).
     """
     name: str = field(default="gmmformer_v2",
-                      metadata={"choices": ("gmmformer_v2", "gmmformer_v2_lite")})
+                      metadata={"choices": ("gmmformer_v2", "gmmformer_v2_lite", "ms_sl", "gmmformer_v1",
+                                            "dl_dkd")})
     input_dim: int = 64
     hidden: int = 128  # paper: 384
     heads: int = 4
@@ -124,6 +140,7 @@ class ModelConfig:
     dropout: float = 0.2
     max_query_len: int = 77
     merging: MergingConfig = field(default_factory=MergingConfig)
+    dl_dkd: DlDkdModelConfig = field(default_factory=DlDkdModelConfig)
 
 
 @dataclass
@@ -182,8 +199,33 @@ class CbvaConfig:
 
 
 @dataclass
+class QueryDiverseConfig:
+    """GMMFormer's query-diversity loss (prvr.losses.query_diverse): captions of the same video are
+    pushed apart, log(1 + sum exp(scale * (cos + margin))) over each caption's siblings."""
+    enabled: bool = False
+    weight: float = 0.001  # its loss_factor[2]
+    margin: float = 0.15  # its neg_factor[0]
+    scale: float = 32.0  # its neg_factor[1]
+
+
+@dataclass
+class DistillConfig:
+    """DL-DKD's dynamic knowledge distillation (prvr.losses.distill): KL between the frozen CLIP
+    teacher's and the student's per-frame scores of each caption in its own video, at `temperature`,
+    weighted by `weight` times a per-epoch decay: "exp" rate**epoch, "linear" max(1 - rate * epoch,
+    0.05), "sigmoid" k / (k + exp(100 epoch / k)) with k = rate, "none" 1 (its code's
+    --distill_loss_decay and exponential_k / linear_k / sigmoid_k)."""
+    enabled: bool = False
+    weight: float = 0.1  # its kl_intra_weight
+    temperature: float = 0.2
+    decay: str = field(default="exp", metadata={"choices": ("exp", "linear", "sigmoid", "none")})
+    rate: float = 0.95  # its exponential_k
+
+
+@dataclass
 class LossConfig:
-    """Retrieval loss on both branches (prvr.losses.retrieval), plus the paper's TCPL and CBVA."""
+    """Retrieval loss on both branches (prvr.losses.retrieval), plus the paper's TCPL and CBVA, and
+    the baselines' extra terms (GMMFormer's query diversity, DL-DKD's distillation)."""
     nce_weight_clip: float = 0.05
     nce_weight_frame: float = 0.04
     margin: float = 0.1
@@ -191,6 +233,8 @@ class LossConfig:
     hard_negative_start_epoch: int = 20
     tcpl: TcplConfig = field(default_factory=TcplConfig)
     cbva: CbvaConfig = field(default_factory=CbvaConfig)
+    query_diverse: QueryDiverseConfig = field(default_factory=QueryDiverseConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 @dataclass
@@ -208,6 +252,8 @@ class TrainConfig:
     bert's warm-up factor of step k + 1, then linear decay to 0.
     early_stop: stop once more than this many epochs in a row fail to beat the best val SumR
     (authors' max_es_cnt: 10 -> training stops after the 11th failing epoch).
+    activation_checkpointing: recompute each encoder layer's activations in the backward pass
+    instead of keeping them (less memory at the TVR shape, more time; the same numbers).
     """
     epochs: int = 40  # paper: 100
     batch_size: int = 64  # paper: 128
@@ -221,6 +267,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     device: str = "cpu"
     num_threads: int = 1
+    activation_checkpointing: bool = False
 
 
 @dataclass
@@ -235,6 +282,9 @@ class EvalConfig:
     or "reported_split" (the authors' protocol: the test split that is also reported).
     device: where evaluate, collapse and t-SNE run a trained model (whatever train.device was);
     "cuda" also gives those rules a GPU on SLURM.
+    precision: the arithmetic of encoding videos and queries for evaluation: "float32", or
+    "bfloat16" (autocast; faster on CPUs with avx512_bf16/AMX and on GPUs; scores are ranked in float64
+    either way). It changes the numbers, so it is part of the run identity.
     """
     w_clip: float = 0.4
     w_frame: float = 0.6
@@ -243,6 +293,7 @@ class EvalConfig:
     ties: str = field(default="expected", metadata={"choices": ("expected", "optimistic", "pessimistic")})
     selection: str = field(default="val", metadata={"choices": ("val", "reported_split")})
     device: str = "cpu"
+    precision: str = field(default="float32", metadata={"choices": ("float32", "bfloat16")})
 
 
 @dataclass
@@ -320,14 +371,15 @@ def config_hash(cfg) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-EVAL_KEYS_FOR_TRAINING = ("w_clip", "w_frame", "ks", "ties", "selection")  # model selection on val SumR uses them
+EVAL_KEYS_FOR_TRAINING = ("w_clip", "w_frame", "ks", "ties", "selection", "precision")  # model selection on val SumR uses them
 
 
 def training_settings(cfg: Config) -> dict:
     """Exactly the settings a training run's weights depend on, beside its seed and input files:
     model, loss, train and the eval keys of model selection. Not in it: dataset, seeds, ablations
     (names, not settings), corpus/frames/clip (they reach training only through the feature files,
-    whose sha256 the run identity holds), analysis, eval.batch_size and eval.device."""
+    whose sha256 the run identity holds), analysis, eval.batch_size and eval.device (eval.precision
+    is in: it changes the val scores that select the epoch)."""
     full = to_dict(cfg)
     return {"model": full["model"], "loss": full["loss"], "train": full["train"],
             "eval": {k: full["eval"][k] for k in EVAL_KEYS_FOR_TRAINING}}

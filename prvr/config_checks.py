@@ -127,6 +127,9 @@ def _model(m):
     yield "model.fusion_temperature", _positive(m.fusion_temperature)
     yield "model.input_dropout", _fraction(m.input_dropout)
     yield "model.dropout", _fraction(m.dropout)
+    yield "model.dl_dkd.exploration_hidden", _at_least(m.dl_dkd.exploration_hidden, 1)
+    if m.name == "dl_dkd" and m.heads >= 1 and m.dl_dkd.exploration_hidden % m.heads:
+        yield "model.heads", f"must divide model.dl_dkd.exploration_hidden={m.dl_dkd.exploration_hidden}, got {m.heads}"
     if m.merging.enabled:
         stages = m.merging.stages
         yield "model.merging.stages", (_decreasing(stages) or
@@ -148,6 +151,14 @@ def _loss(l, clip_tokens: int):
     c = l.cbva
     yield "loss.cbva.weight", _non_negative(c.weight)
     yield "loss.cbva.temperature", _positive(c.temperature)
+    q = l.query_diverse
+    yield "loss.query_diverse.weight", _non_negative(q.weight)
+    yield "loss.query_diverse.margin", _finite(q.margin, -2.0, strict=False, high=2.0)
+    yield "loss.query_diverse.scale", _positive(q.scale)
+    d = l.distill
+    yield "loss.distill.weight", _non_negative(d.weight)
+    yield "loss.distill.temperature", _positive(d.temperature)
+    yield "loss.distill.rate", _positive(d.rate)
     a = c.adaptive
     yield "loss.cbva.adaptive.threshold", _finite(a.threshold, -1.0, strict=False, high=1.0)
     if c.enabled and a.enabled:
@@ -156,6 +167,17 @@ def _loss(l, clip_tokens: int):
             _decreasing(choices, "segment counts") or
             (f"must be at most model.clip_tokens={clip_tokens}, got {list(choices)}" if choices[0] > clip_tokens
              else None))
+
+
+MSC_MODELS = ("gmmformer_v2", "gmmformer_v2_lite")  # the models whose outputs CBVA reads
+
+
+def _model_loss(m, l):
+    """Loss parts that need a model's outputs: CBVA reads the MSC models' segment tokens."""
+    if l.cbva.enabled and m.name not in MSC_MODELS:
+        yield "loss.cbva.enabled", f"CBVA needs one of the MSC models ({', '.join(MSC_MODELS)}), not model.name={m.name}"
+    if m.merging.enabled and m.name not in MSC_MODELS:
+        yield "model.merging.enabled", f"token merging is a clip pooler of the MSC models, not of model.name={m.name}"
 
 
 def _train(t):
@@ -210,5 +232,6 @@ def _analysis(a):
 def problems(cfg) -> list[tuple[str, str]]:
     """Every (dotted key, what is wrong) of a full Config, in file order; [] when all values are allowed."""
     checks = [_top(cfg), _data(cfg.dataset, cfg.data), _corpus(cfg.corpus), _frames(cfg.frames), _clip(cfg.clip), _model(cfg.model),
-              _loss(cfg.loss, cfg.model.clip_tokens), _train(cfg.train), _eval(cfg.eval), _analysis(cfg.analysis)]
+              _loss(cfg.loss, cfg.model.clip_tokens), _model_loss(cfg.model, cfg.loss), _train(cfg.train),
+              _eval(cfg.eval), _analysis(cfg.analysis)]
     return [(key, problem) for check in checks for key, problem in check if problem]

@@ -4,7 +4,8 @@
     # {"R@1": .., ..., "SumR": .., "queries_with_ties": ..}
 
 Scores follow the released code: w_clip * max-over-clip-tokens cosine + w_frame * max-over-frame
--token cosine; ranks use the tie rule cfg.ties (config eval.ties; default "expected", the exact mean
+-token cosine for the MSC models, in general the model's `score_branches` (prvr.evaluation.model_scores:
+the baselines' own score forms); ranks use the tie rule cfg.ties (config eval.ties; default "expected", the exact mean
 over random tie-breaking) of `prvr.evaluation.metrics` for validation during training and test alike.
 
 Memory at benchmark size (TVR test: 2,179 videos, 10,895 queries): videos and queries are encoded
@@ -21,7 +22,13 @@ import torch
 from prvr.config import EvalConfig
 from prvr.data.dataset import PRVRDataset, pad_queries
 from prvr.evaluation.metrics import retrieval_metrics
-from prvr.evaluation import scoring
+from prvr.evaluation import model_scores, scoring
+from prvr.models.base import MAX_CLIP_AND_FRAME
+
+
+def score_branches(model):
+    """The model's ScoreBranch pair (the MSC models' clip and frame max branches by default)."""
+    return getattr(model, "score_branches", MAX_CLIP_AND_FRAME)
 
 
 @torch.no_grad()
@@ -40,33 +47,38 @@ def encode_videos(model, dataset: PRVRDataset, batch_size: int, device: str,
 
 
 @torch.no_grad()
-def encode_queries(model, dataset: PRVRDataset, batch_size: int, device: str) -> torch.Tensor:
-    """Encode every caption of the split in chunks: (Q, H), in `dataset.index.caption_ids` order."""
+def encode_queries(model, dataset: PRVRDataset, batch_size: int, device: str,
+                   keys: tuple[str, ...] | None = None):
+    """Encode every caption of the split in chunks, in `dataset.index.caption_ids` order: the query
+    vectors (Q, H), or with `keys` a dict of those encode_queries outputs, each (Q, H)."""
     ids = dataset.index.caption_ids
-    chunks = []
+    parts: dict[str, list[torch.Tensor]] = {key: [] for key in (keys or ("query",))}
     for start in range(0, len(ids), batch_size):
         feats, mask = pad_queries([dataset.queries[c] for c in ids[start:start + batch_size]])
         out = model.encode_queries(feats.to(device), mask.to(device))
-        chunks.append((out["query"] if isinstance(out, dict) else out).float().cpu())
-    return torch.cat(chunks)
+        out = out if isinstance(out, dict) else {"query": out}
+        for key in parts:
+            parts[key].append(out[key].float().cpu())
+    stacked = {k: torch.cat(v) for k, v in parts.items()}
+    return stacked if keys else stacked["query"]
 
 
 def split_scores(model, dataset: PRVRDataset, cfg: EvalConfig, device: str = "cpu",
                  query_chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Score matrix (Q, V) float64 over the split and each query's relevant video index (Q,).
 
-    Scores are prvr_scores's, computed query_chunk (default scoring.QUERY_CHUNK) queries at a time
-    (prvr_scores_chunked)."""
+    Scores are the model's score branches (prvr_scores's for the MSC models), computed query_chunk
+    (default scoring.QUERY_CHUNK) queries at a time (model_scores.model_scores_chunked)."""
+    branches = score_branches(model)
     was_training = model.training
     model.eval()
     try:
-        videos = encode_videos(model, dataset, cfg.batch_size, device)
-        queries = encode_queries(model, dataset, cfg.batch_size, device)
+        videos = encode_videos(model, dataset, cfg.batch_size, device, model_scores.video_keys(branches))
+        queries = encode_queries(model, dataset, cfg.batch_size, device, model_scores.query_keys(branches))
     finally:
         model.train(was_training)
-    scores = scoring.prvr_scores_chunked(queries, videos.pop("clip_tokens"), videos.pop("frame_tokens"),
-                                         w_clip=cfg.w_clip, w_frame=cfg.w_frame,
-                                         query_chunk=query_chunk or scoring.QUERY_CHUNK, dtype=torch.float64)
+    scores = model_scores.model_scores_chunked(queries, videos, branches, (cfg.w_clip, cfg.w_frame),
+                                               query_chunk=query_chunk or scoring.QUERY_CHUNK, dtype=torch.float64)
     video_index = {v: i for i, v in enumerate(dataset.index.videos)}
     positive = np.array([video_index[c.split("#", 1)[0]] for c in dataset.index.caption_ids], dtype=np.int64)
     return scores.numpy(), positive

@@ -223,54 +223,54 @@ def _cosine_block_maxima(query, tokens, inv_query, inv_tokens):
 
 
 @torch.no_grad()
+def branch_scores_chunked(query: torch.Tensor, tokens: torch.Tensor,
+                          query_chunk: int = QUERY_CHUNK) -> torch.Tensor:
+    """branch_scores(query, tokens) (cosine, no gradient) query_chunk queries at a time: (Q, B) float32.
+
+    The arithmetic is branch_scores's, element by element: max_n(<q, t_n> / |t_n|) / |q| with the norms
+    of the whole input, or, when any maximum over ALL queries and videos is tied or not finite (where
+    branch_scores falls back to `reference_branch_scores`), the reference's max_n <q/|q|, t_n/|t_n|> for
+    the whole input. Memory: the result and one block of about BLOCK_ELEMENTS similarities.
+    """
+    _check_shapes(query, tokens)
+    if query_chunk < 1:
+        raise ValueError(f"query_chunk must be >= 1, got {query_chunk}")
+    n_queries, n_videos = query.shape[0], tokens.shape[0]
+    if n_queries == 0 or n_videos == 0:
+        return branch_scores(query, tokens)
+    inv_tokens, inv_query = _inverse_norms(tokens), _inverse_norms(query)
+    out = query.new_empty(n_queries, n_videos)
+    for start in range(0, n_queries, query_chunk):
+        stop = min(n_queries, start + query_chunk)
+        values, clean = _cosine_block_maxima(query[start:stop], tokens, inv_query[start:stop], inv_tokens)
+        if not clean:  # branch_scores would use the reference for the whole input
+            normalized = F.normalize(tokens, dim=-1)
+            for begin in range(0, n_queries, query_chunk):
+                q = F.normalize(query[begin:begin + query_chunk], dim=-1)
+                out[begin:begin + query_chunk] = reference_branch_scores(q, normalized, normalize=False)
+            return out
+        out[start:stop] = values
+    return out
+
+
+@torch.no_grad()
 def prvr_scores_chunked(query: torch.Tensor, clip_tokens: torch.Tensor, frame_tokens: torch.Tensor,
                         w_clip: float = 0.4, w_frame: float = 0.6, query_chunk: int = QUERY_CHUNK,
                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """prvr_scores (no gradient) computed query_chunk queries at a time: (Q, B) in `dtype`.
 
-    Memory: the (Q, B) result plus one query chunk's (chunk, B) branch scores and one block of about
-    BLOCK_ELEMENTS similarities; never a (Q, B, N) or (chunk, B, N) tensor. The arithmetic is
-    prvr_scores's, element by element: per branch max_n(<q, t_n> / |t_n|) / |q| with the norms of the
-    whole input, or, when any maximum of that branch over ALL queries and videos is tied or not
-    finite (where prvr_scores falls back to `reference_branch_scores`), the reference's max_n
-    <q/|q|, t_n/|t_n|> for the whole branch: a chunk that finds such a tie switches that branch to
-    the reference and starts the chunks over, so the fallback is the global one of prvr_scores.
-    The one difference left is the matrix product's blocking: a BLAS may sum a dot product in
-    another order for another matrix shape, i.e. differ in the last bit (float32 rounding), which can
-    reorder only candidates whose scores are that close.
+    Memory: the (Q, B) result, the two branches' (Q, B) float32 scores and one block of about
+    BLOCK_ELEMENTS similarities; never a (Q, B, N) or (chunk, B, N) tensor. Each branch is
+    `branch_scores_chunked` (prvr_scores's arithmetic element by element, its tie fallback included),
+    fused in float32 as prvr_scores does. The one difference left is the matrix product's blocking: a
+    BLAS may sum a dot product in another order for another matrix shape, i.e. differ in the last bit
+    (float32 rounding), which can reorder only candidates whose scores are that close.
     """
     _check_shapes(query, clip_tokens)
     _check_shapes(query, frame_tokens)
     if clip_tokens.shape[0] != frame_tokens.shape[0]:
         raise ValueError(f"prvr_scores: {clip_tokens.shape[0]} videos in clip_tokens but "
                          f"{frame_tokens.shape[0]} in frame_tokens")
-    if query_chunk < 1:
-        raise ValueError(f"query_chunk must be >= 1, got {query_chunk}")
-    n_queries, n_videos = query.shape[0], clip_tokens.shape[0]
-    if n_queries == 0 or n_videos == 0:
-        return prvr_scores(query, clip_tokens, frame_tokens, w_clip, w_frame).to(dtype)
-    out = torch.empty(n_queries, n_videos, dtype=dtype, device=query.device)
-    branches = {"clip": clip_tokens, "frame": frame_tokens}
-    inv_tokens = {name: _inverse_norms(tokens) for name, tokens in branches.items()}
-    inv_query = _inverse_norms(query)
-    normalized = {}  # branch -> its tokens over their norms, once the branch uses the reference
-    start = 0
-    while start < n_queries:
-        stop = min(n_queries, start + query_chunk)
-        q = query[start:stop]
-        scores, restart = {}, False
-        for name, tokens in branches.items():
-            if name in normalized:  # reference_branch_scores(q, tokens), tokens normalised once
-                scores[name] = reference_branch_scores(F.normalize(q, dim=-1), normalized[name], normalize=False)
-                continue
-            scores[name], clean = _cosine_block_maxima(q, tokens, inv_query[start:stop], inv_tokens[name])
-            if not clean:  # prvr_scores would use the reference for the whole branch
-                normalized[name] = F.normalize(tokens, dim=-1)
-                restart = True
-                break
-        if restart:
-            start = 0
-            continue
-        out[start:stop] = (w_clip * scores["clip"] + w_frame * scores["frame"]).to(dtype)
-        start = stop
-    return out
+    clip = branch_scores_chunked(query, clip_tokens, query_chunk)
+    frame = branch_scores_chunked(query, frame_tokens, query_chunk)
+    return (w_clip * clip + w_frame * frame).to(dtype)

@@ -21,6 +21,7 @@ from prvr.config import ConfigError, LossConfig
 from prvr.losses.cbva import CbvaLoss, check_cbva_config
 from prvr.losses.retrieval import RetrievalLoss
 from prvr.losses.tcpl import TcplLoss, check_tcpl_config
+from prvr.models.base import MAX_CLIP_AND_FRAME
 
 
 class CompositeLoss(nn.Module):
@@ -44,9 +45,19 @@ class CompositeLoss(nn.Module):
         return terms
 
 
-def create_loss(cfg: LossConfig, hidden: int | None = None) -> CompositeLoss:
-    """The retrieval loss on both branches, plus TCPL and CBVA when enabled.
+# Models whose retrieval loss is not RetrievalLoss over their score branches (e.g. MS-SL's key-clip
+# guided frame branch): model name -> builder(loss config, score branches) of that loss. Baselines
+# register here, next to their model in prvr.models.MODEL_BUILDERS.
+RETRIEVAL_LOSSES: dict = {}
 
+
+def create_loss(cfg: LossConfig, hidden: int | None = None, model_name: str = "gmmformer_v2",
+                branches=MAX_CLIP_AND_FRAME) -> CompositeLoss:
+    """The model's retrieval loss on its two branches, plus TCPL, CBVA, query diversity and
+    distillation when enabled.
+
+    model_name / branches: the model's config name and `score_branches` (which outputs the retrieval
+    loss reads); RETRIEVAL_LOSSES gives a model its own retrieval loss.
     hidden: the model's token size, needed by CBVA's projection head (loss.cbva.head "linear").
     The loss may own parameters (that head): optimise `loss.parameters()` with the model's.
 
@@ -57,7 +68,8 @@ def create_loss(cfg: LossConfig, hidden: int | None = None) -> CompositeLoss:
     check_cbva_config(cfg.cbva)
     if cfg.cbva.adaptive.enabled and not cfg.cbva.enabled:
         raise ConfigError("loss.cbva.adaptive.enabled: adaptive CBVA needs loss.cbva.enabled")
-    loss = CompositeLoss([RetrievalLoss(cfg)])
+    retrieval = RETRIEVAL_LOSSES.get(model_name, RetrievalLoss)
+    loss = CompositeLoss([retrieval(cfg, branches)])
     if cfg.tcpl.enabled:
         loss.add(TcplLoss(cfg.tcpl))
     if cfg.cbva.enabled:

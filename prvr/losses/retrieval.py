@@ -23,6 +23,9 @@ Triplet ranking with margin m, both directions:
 Terms returned (already weighted; the trainer sums them):
     {"nce_clip": w_clip * L_nce(clip), "nce_frame": w_frame * L_nce(frame),
      "trip_clip": L_trip(clip), "trip_frame": L_trip(frame)}
+Other models name their two max branches (prvr.models.base.ScoreBranch; `branches=` here): the terms
+are then nce_<name> / trip_<name>, the first branch weighted by loss.nce_weight_clip, the second by
+loss.nce_weight_frame (e.g. DL-DKD: nce_exploration, trip_inheritance, ...).
 
     loss_fn = RetrievalLoss(LossConfig())
     terms = loss_fn(**model_outputs, query_to_video=q2v, epoch=3, generator=g)
@@ -35,6 +38,7 @@ from torch import nn
 
 from prvr.config import LossConfig
 from prvr.evaluation.scoring import branch_dot_and_cosine
+from prvr.models.base import MAX_CLIP_AND_FRAME
 
 
 def positive_mask(query_to_video: torch.Tensor, n_videos: int) -> torch.Tensor:
@@ -108,11 +112,14 @@ def check_query_to_video(query_to_video: torch.Tensor, n_queries: int, n_videos:
 class RetrievalLoss(nn.Module):
     """Both branches' InfoNCE and triplet terms; see the module docstring for formulas."""
 
-    def __init__(self, cfg: LossConfig):
+    def __init__(self, cfg: LossConfig, branches=MAX_CLIP_AND_FRAME):
         super().__init__()
         if cfg.hard_negative_topk < 1:
             raise ValueError(f"loss.hard_negative_topk must be >= 1, got {cfg.hard_negative_topk}")
+        if len(branches) != 2 or any(b.guide_key is not None for b in branches):
+            raise ValueError("RetrievalLoss: needs two max branches (a guided branch has its own loss)")
         self.cfg = cfg
+        self.branches = tuple(branches)
 
     def negative_pools(self, epoch: int) -> tuple[int | None, int | None]:
         """(query->video pool, video->query pool) for this epoch; None = all negatives."""
@@ -121,21 +128,25 @@ class RetrievalLoss(nn.Module):
             return None, None
         return self.cfg.hard_negative_topk, 1
 
-    def forward(self, *, query: torch.Tensor, frame_tokens: torch.Tensor,
-                clip_tokens: torch.Tensor, query_to_video: torch.Tensor, epoch: int = 0,
-                generator: torch.Generator | None = None, **unused) -> dict[str, torch.Tensor]:
-        """query (Q, H), frame_tokens (B, Nf, H), clip_tokens (B, Nc, H), query_to_video (Q,) long.
+    def forward(self, *, query_to_video: torch.Tensor, epoch: int = 0,
+                generator: torch.Generator | None = None, **outputs) -> dict[str, torch.Tensor]:
+        """The model's outputs by keyword (default: query (Q, H), clip_tokens (B, Nc, H),
+        frame_tokens (B, Nf, H)), query_to_video (Q,) long.
 
-        Returns {"nce_clip", "nce_frame", "trip_clip", "trip_frame"}: weighted scalar terms.
+        Returns {"nce_clip", "nce_frame", "trip_clip", "trip_frame"} (named after the branches):
+        weighted scalar terms.
         """
-        check_query_to_video(query_to_video, query.shape[0], frame_tokens.shape[0])
-        positives = positive_mask(query_to_video, frame_tokens.shape[0])  # (Q, B)
+        missing = [k for b in self.branches for k in (b.query_key, b.video_key) if k not in outputs]
+        if missing:
+            raise ValueError(f"RetrievalLoss: the model's outputs lack {sorted(set(missing))}")
+        n_videos = outputs[self.branches[0].video_key].shape[0]
+        check_query_to_video(query_to_video, outputs[self.branches[0].query_key].shape[0], n_videos)
+        positives = positive_mask(query_to_video, n_videos)  # (Q, B)
         query_pool, video_pool = self.negative_pools(epoch)
         terms = {}
-        for name, tokens, weight in (("clip", clip_tokens, self.cfg.nce_weight_clip),
-                                     ("frame", frame_tokens, self.cfg.nce_weight_frame)):
-            dots, cosines = branch_dot_and_cosine(query, tokens)  # (Q, B) each, one matmul
-            terms[f"nce_{name}"] = weight * multi_positive_nce(dots, positives)
-            terms[f"trip_{name}"] = triplet_ranking(cosines, positives, self.cfg.margin,
-                                                    query_pool, video_pool, generator)
+        for branch, weight in zip(self.branches, (self.cfg.nce_weight_clip, self.cfg.nce_weight_frame)):
+            dots, cosines = branch_dot_and_cosine(outputs[branch.query_key], outputs[branch.video_key])  # (Q, B) each
+            terms[f"nce_{branch.name}"] = weight * multi_positive_nce(dots, positives)
+            terms[f"trip_{branch.name}"] = triplet_ranking(cosines, positives, self.cfg.margin,
+                                                          query_pool, video_pool, generator)
         return terms

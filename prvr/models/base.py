@@ -1,8 +1,20 @@
 """What both PRVR models share (`TwoBranchModel`): input checks, `model.input_norm`, the clip pooler
 and the output dict the losses and the evaluation read. A model sets `query_encoder` and implements
 `encode_branches`; the keys are listed in prvr.models.gmmformer_lite's docstring.
+
+`ScoreBranch` is how any model (the MSC models and the baselines) says which of its outputs make its
+query-video score: `model.score_branches` holds two, weighted by eval.w_clip and eval.w_frame:
+
+    s(q, v) = w_clip * s_0(q, v) + w_frame * s_1(q, v)
+    s_i(q, v) = max_n cos(Q_i[q], T_i[v, n])                          (guide_key None)
+              = cos(Q_i[q], G_i[v, n*]),  n* = argmax_n cos(Q_i[q], T_i[v, n])   (guide_key set)
+
+with Q_i = outputs[query_key] (Q, H), T_i = outputs[video_key] (V, N, H), G_i = outputs[guide_key]
+(V, N, H). The retrieval loss names its terms after `name` (nce_clip, trip_frame, ...).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -13,11 +25,26 @@ from prvr.models.common import (ClipPooler, check_model_config, check_query_inpu
                                 normalise_inputs)
 
 
+@dataclass(frozen=True)
+class ScoreBranch:
+    """One term of a model's score; see the module docstring. name: the term's name in losses and
+    logs; query_key / video_key / guide_key: output keys of encode_queries / encode_videos."""
+    name: str
+    query_key: str
+    video_key: str
+    guide_key: str | None = None
+
+
+MAX_CLIP_AND_FRAME = (ScoreBranch("clip", "query", "clip_tokens"), ScoreBranch("frame", "query", "frame_tokens"))
+
+
 class TwoBranchModel(nn.Module):
     """Base of the frame-branch / clip-branch PRVR models. `min_frame_tokens`: the fewest frame
-    tokens a video may have (None: exactly model.frame_tokens)."""
+    tokens a video may have (None: exactly model.frame_tokens). `score_branches`: what the score is
+    made of (weighted by eval.w_clip, eval.w_frame)."""
 
     min_frame_tokens: int | None = None
+    score_branches: tuple[ScoreBranch, ScoreBranch] = MAX_CLIP_AND_FRAME
 
     def __init__(self, cfg: ModelConfig, clip_pooler: ClipPooler | None = None):
         super().__init__()

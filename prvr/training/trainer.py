@@ -26,7 +26,7 @@ from prvr.config import Config, to_dict, training_settings
 from prvr.data.annotations import check_disjoint_splits
 from prvr.data.dataset import PRVRDataset, collate_videos
 from prvr.data.feature_cache import open_cache
-from prvr.evaluation.evaluate import evaluate_split
+from prvr.evaluation.evaluate import evaluate_split, score_branches
 from prvr.io import write_text
 from prvr.losses import create_loss
 from prvr.models import create_model
@@ -101,7 +101,8 @@ def train_epoch(model, loss_fn, loader, optimizer, scheduler, epoch: int, cfg: C
 
 def _build(cfg: Config, n_train_videos: int):
     model = create_model(cfg.model).to(cfg.train.device)
-    loss_fn = create_loss(cfg.loss, hidden=cfg.model.hidden).to(cfg.train.device)
+    loss_fn = create_loss(cfg.loss, hidden=cfg.model.hidden, model_name=cfg.model.name,
+                          branches=score_branches(model)).to(cfg.train.device)
     optimizer = create_optimizer(cfg.train, model, loss_fn)  # the loss may own a CBVA head
     steps_per_epoch = math.ceil(n_train_videos / cfg.train.batch_size)
     scheduler = create_scheduler(cfg.train, optimizer, steps_per_epoch * cfg.train.epochs)
