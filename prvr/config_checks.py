@@ -76,6 +76,7 @@ def _top(cfg):
     yield "dataset", None if cfg.dataset and _NAME.match(cfg.dataset) else f"not a dataset name: {cfg.dataset!r}"
     yield "seeds", _unique_list(cfg.seeds, lambda s: None if 0 <= s < 2 ** 32 else "must be in [0, 2**32)")
     yield "ablations", _unique_list(cfg.ablations, lambda a: None if _NAME.match(a) else "not a file name")
+    yield "main_table", _unique_list(cfg.main_table, lambda a: None if _NAME.match(a) else "not a file name")
 
 
 def _corpus(c):
