@@ -196,18 +196,20 @@ def teacher_embeddings(dataset: PRVRDataset) -> np.ndarray:
 @torch.no_grad()
 def split_embeddings(model, dataset: PRVRDataset, batch_size: int = 256,
                      device: str = "cpu") -> dict[str, np.ndarray]:
-    """queries (Q, H), frame_tokens (V, N, H) and, for a model, clip_tokens (V, Nc, H) and
-    frame_to_clip (V, N). model None: the untrained reference, the CLIP sentence vectors and the
+    """queries (Q, H), frame_tokens (V, N, H) and, for a model that has them, clip_tokens (V, Nc, H)
+    and frame_to_clip (V, N). model None: the untrained reference, the CLIP sentence vectors and the
     resampled CLIP frame features."""
     if model is None:
         return {"queries": teacher_embeddings(dataset), "frame_tokens": dataset.frames.astype(np.float64)}
     model.eval()
-    videos = encode_videos(model, dataset, batch_size, device,
-                           keys=("frame_tokens", "clip_tokens", "frame_to_clip"))
-    return {"queries": encode_queries(model, dataset, batch_size, device).double().numpy(),
-            "frame_tokens": videos["frame_tokens"].double().numpy(),
-            "clip_tokens": videos["clip_tokens"].double().numpy(),
-            "frame_to_clip": videos["frame_to_clip"].numpy()}
+    videos = encode_videos(model, dataset, batch_size, device, keys=("frame_tokens",),
+                           optional=("clip_tokens", "frame_to_clip"))  # a model without clip tokens: no clip_hit
+    emb = {"queries": encode_queries(model, dataset, batch_size, device).double().numpy(),
+           "frame_tokens": videos["frame_tokens"].double().numpy()}
+    if "clip_tokens" in videos and "frame_to_clip" in videos:
+        emb["clip_tokens"] = videos["clip_tokens"].double().numpy()
+        emb["frame_to_clip"] = videos["frame_to_clip"].numpy()
+    return emb
 
 
 def analyse(model, dataset: PRVRDataset, moments: SplitMoments, batch_size: int = 256,

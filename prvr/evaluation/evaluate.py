@@ -33,17 +33,21 @@ def score_branches(model):
 
 @torch.no_grad()
 def encode_videos(model, dataset: PRVRDataset, batch_size: int, device: str,
-                  keys: tuple[str, ...] = ("clip_tokens", "frame_tokens")) -> dict[str, torch.Tensor]:
+                  keys: tuple[str, ...] = ("clip_tokens", "frame_tokens"),
+                  optional: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
     """Encode every video of the split in chunks: the model outputs named by `keys`, stacked over
-    videos, e.g. clip_tokens (V, Nc, H), frame_tokens (V, Nf, H), frame_to_clip (V, Nf)."""
-    parts: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
+    videos, e.g. clip_tokens (V, Nc, H), frame_tokens (V, Nf, H), frame_to_clip (V, Nf); those named
+    by `optional` only where the model has them (e.g. DL-DKD has no clip tokens)."""
+    parts: dict[str, list[torch.Tensor]] = {key: [] for key in keys + optional}
     for start in range(0, len(dataset), batch_size):
         frames = torch.from_numpy(np.array(dataset.frames[start:start + batch_size], dtype=np.float32)).to(device)
         out = model.encode_videos(frames)
         for key in parts:
+            if key in optional and key not in out:
+                continue
             value = out[key]
             parts[key].append((value.float() if value.is_floating_point() else value).cpu())
-    return {k: torch.cat(v) for k, v in parts.items()}
+    return {k: torch.cat(v) for k, v in parts.items() if v}
 
 
 @torch.no_grad()
