@@ -96,12 +96,11 @@ class MergingConfig:
 
 @dataclass
 class DlDkdModelConfig:
-    """The DL-DKD student (model.name "dl_dkd", prvr.models.dl_dkd): its inheritance branch has
-    model.hidden units and is distilled from the frozen CLIP teacher (loss.distill); its exploration
-    branch (`exploration_hidden` units; its code's --double_branch) learns from the retrieval loss only.
-    eval.w_clip weighs the exploration branch's score, eval.w_frame the inheritance branch's
-    (its code: 0.3 and 0.7)."""
-    exploration_hidden: int = 128  # its code: 384
+    """The DL-DKD student (model.name "dl_dkd", prvr.models.dl_dkd): its inheritance branch is
+    distilled from the frozen CLIP teacher (loss.distill); its exploration branch (its ICCV code's
+    --double_branch; model.hidden units like the inheritance branch, whose query projection it
+    shares) learns from the retrieval loss only. eval.w_clip weighs the exploration branch's score,
+    eval.w_frame the inheritance branch's (its code: 0.3 and 0.7)."""
     exploration_branch: bool = True
 
 
@@ -345,14 +344,15 @@ def to_dict(cfg) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def merge(cfg, overrides: dict, source: str = "<overrides>"):
-    """Return a copy of `cfg` with nested `overrides` applied (unknown keys are errors)."""
+def merge(cfg, overrides: dict, source: str = "<overrides>", check_values: bool = True):
+    """Return a copy of `cfg` with nested `overrides` applied (unknown keys are errors; value checks
+    unless check_values is False)."""
     def deep(base: dict, new: dict) -> dict:
         out = dict(base)
         for k, v in new.items():
             out[k] = deep(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
         return out
-    return from_dict(deep(to_dict(cfg), overrides or {}), source, type(cfg))
+    return from_dict(deep(to_dict(cfg), overrides or {}), source, type(cfg), check_values=check_values)
 
 
 def load_yaml(path: str | Path) -> dict:

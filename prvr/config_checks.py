@@ -128,9 +128,6 @@ def _model(m):
     yield "model.fusion_temperature", _positive(m.fusion_temperature)
     yield "model.input_dropout", _fraction(m.input_dropout)
     yield "model.dropout", _fraction(m.dropout)
-    yield "model.dl_dkd.exploration_hidden", _at_least(m.dl_dkd.exploration_hidden, 1)
-    if m.name == "dl_dkd" and m.heads >= 1 and m.dl_dkd.exploration_hidden % m.heads:
-        yield "model.heads", f"must divide model.dl_dkd.exploration_hidden={m.dl_dkd.exploration_hidden}, got {m.heads}"
     if m.merging.enabled:
         stages = m.merging.stages
         yield "model.merging.stages", (_decreasing(stages) or

@@ -20,6 +20,7 @@ from prvr.errors import ConfigError
 from prvr.yaml_files import read_yaml_mapping
 
 ABLATION_SECTIONS = ("description", "model", "loss", "train", "eval")  # what an ablation row may change
+PER_DATASET = "datasets"  # an ablation file's per-dataset overrides: datasets: {charades: {eval: {...}}}
 
 
 @dataclasses.dataclass
@@ -102,15 +103,37 @@ def resolve_layers(layers: list[Layer], dataset_dir: Path | None = None) -> Conf
         raise ConfigError(str(err).replace("<merged>", source, 1), err.key) from None
 
 
-def ablation_config(cfg: Config, ablation_file: Path) -> Config:
-    """The base config with one ablation file's overrides applied (sections: ABLATION_SECTIONS)."""
-    overrides = read_yaml_mapping(ablation_file)
-    for section in overrides:
+def _ablation_sections(mapping: dict, source: str) -> None:
+    for section in mapping:
         if section not in ABLATION_SECTIONS:
-            raise ConfigError(f"{ablation_file}: {section}: an ablation file may set only "
-                              f"{', '.join(ABLATION_SECTIONS)}", section)
+            raise ConfigError(f"{source}: {section}: an ablation file may set only "
+                              f"{', '.join(ABLATION_SECTIONS + (PER_DATASET,))}", section)
+
+
+def ablation_config(cfg: Config, ablation_file: Path, check_values: bool = True) -> Config:
+    """The base config with one ablation file's overrides applied (sections: ABLATION_SECTIONS), then
+    its `datasets: {<dataset>: {...}}` overrides for cfg.dataset (a baseline's released settings that
+    differ per benchmark, e.g. MS-SL's score weights on Charades). check_values=False: keys and types
+    only (for a partial base config)."""
+    overrides = read_yaml_mapping(ablation_file)
+    per_dataset = overrides.pop(PER_DATASET, None) or {}
+    _ablation_sections(overrides, str(ablation_file))
+    if not isinstance(per_dataset, dict):
+        raise ConfigError(f"{ablation_file}: {PER_DATASET}: expected a mapping of dataset names", PER_DATASET)
+    for dataset, section in per_dataset.items():
+        if dataset not in DATASETS:
+            raise ConfigError(f"{ablation_file}: {PER_DATASET}.{dataset}: unknown dataset "
+                              f"(known: {', '.join(DATASETS)})", PER_DATASET)
+        if not isinstance(section, dict):
+            raise ConfigError(f"{ablation_file}: {PER_DATASET}.{dataset}: expected a mapping", PER_DATASET)
+        _ablation_sections(section, f"{ablation_file}: {PER_DATASET}.{dataset}")
     overrides.pop("description", None)
-    return merge(cfg, overrides, str(ablation_file))
+    merged = merge(cfg, overrides, str(ablation_file), check_values=check_values)
+    for dataset, section in per_dataset.items():  # every dataset's section is type-checked, one applied
+        checked = merge(merged, section, f"{ablation_file}: {PER_DATASET}.{dataset}", check_values=check_values)
+        if dataset == cfg.dataset:
+            merged = checked
+    return merged
 
 
 def check_ablations(cfg: Config, ablation_dir: Path, names=None) -> dict[str, Config]:

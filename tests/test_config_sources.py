@@ -1,5 +1,6 @@
 """One validation for every config source: value ranges, --config strings, the source named in each
 error, duplicate YAML keys, ablation files, and the one-line error of a Snakemake run."""
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -178,3 +179,24 @@ def test_gpus_follow_each_rules_own_device(tmp_path):
     assert rules["train"] == 1 and rules["evaluate"] == rules["collapse"] == rules["tsne"] == 0
     rules = _gpus_by_rule(tmp_path, 'eval={"device": "cuda"}')
     assert rules["train"] == 0 and rules["evaluate"] == rules["collapse"] == rules["tsne"] == 1
+
+
+def test_ablation_file_per_dataset_overrides(tmp_path):
+    """`datasets: {<name>: {...}}` applies only on that dataset; every section is checked."""
+    from prvr.config import Config
+    from prvr.config_sources import ablation_config
+    path = tmp_path / "row.yaml"
+    path.write_text("eval: {w_clip: 0.7, w_frame: 0.3}\n"
+                    "datasets:\n  charades:\n    eval: {w_clip: 0.5, w_frame: 0.5}\n"
+                    "  activitynet:\n    loss: {margin: 0.2}\n")
+    demo = ablation_config(Config(), path)
+    assert (demo.eval.w_clip, demo.loss.margin) == (0.7, Config().loss.margin)
+    charades = ablation_config(dataclasses.replace(Config(), dataset="charades"), path, check_values=False)
+    assert (charades.eval.w_clip, charades.eval.w_frame, charades.loss.margin) == (0.5, 0.5, Config().loss.margin)
+    for text, message in (("datasets:\n  tvx:\n    eval: {w_clip: 1.0}\n", r"datasets.tvx: unknown dataset"),
+                          ("datasets:\n  tvr:\n    corpus: {seed: 1}\n", r"datasets.tvr: corpus: an ablation file may set only"),
+                          ("datasets:\n  tvr:\n    eval: {w_clip: -1.0}\n", r"datasets.tvr.*eval.w_clip"),
+                          ("datasets: [tvr]\n", r"datasets: expected a mapping")):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            ablation_config(Config(), path)

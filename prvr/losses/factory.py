@@ -19,6 +19,9 @@ from torch import nn
 
 from prvr.config import ConfigError, LossConfig
 from prvr.losses.cbva import CbvaLoss, check_cbva_config
+from prvr.losses.distill import DistillLoss
+from prvr.losses.ms_sl import build_ms_sl_loss
+from prvr.losses.query_diverse import QueryDiverseLoss
 from prvr.losses.retrieval import RetrievalLoss
 from prvr.losses.tcpl import TcplLoss, check_tcpl_config
 from prvr.models.base import MAX_CLIP_AND_FRAME
@@ -48,7 +51,9 @@ class CompositeLoss(nn.Module):
 # Models whose retrieval loss is not RetrievalLoss over their score branches (e.g. MS-SL's key-clip
 # guided frame branch): model name -> builder(loss config, score branches) of that loss. Baselines
 # register here, next to their model in prvr.models.MODEL_BUILDERS.
-RETRIEVAL_LOSSES: dict = {}
+RETRIEVAL_LOSSES: dict = {
+    "ms_sl": build_ms_sl_loss,  # MS-SL: key-clip guided frame scale (prvr.losses.ms_sl)
+}
 
 
 def create_loss(cfg: LossConfig, hidden: int | None = None, model_name: str = "gmmformer_v2",
@@ -75,4 +80,8 @@ def create_loss(cfg: LossConfig, hidden: int | None = None, model_name: str = "g
     if cfg.cbva.enabled:
         loss.add(CbvaLoss(cfg.cbva, pairing=cfg.cbva.adaptive.pairing,
                           cross_video_negatives=cfg.cbva.cross_video_negatives, hidden=hidden))
+    if cfg.query_diverse.enabled:
+        loss.add(QueryDiverseLoss(cfg.query_diverse))
+    if cfg.distill.enabled:
+        loss.add(DistillLoss(cfg.distill))
     return loss

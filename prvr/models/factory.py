@@ -16,12 +16,18 @@ import torch
 from torch import nn
 
 from prvr.config import ModelConfig
+from prvr.models.dl_dkd import DLDKD
 from prvr.models.gmmformer_lite import GMMFormerV2Lite
+from prvr.models.gmmformer_v1 import GMMFormerV1
 from prvr.models.gmmformer_v2 import GMMFormerV2
+from prvr.models.ms_sl import MsSl
 
 MODEL_BUILDERS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "gmmformer_v2": GMMFormerV2,  # the released architecture (authors' reading)
     "gmmformer_v2_lite": GMMFormerV2Lite,  # this project's lighter encoder
+    "gmmformer_v1": GMMFormerV1,  # baseline: GMMFormer v1 (prvr.models.gmmformer_v1)
+    "ms_sl": MsSl,  # baseline: MS-SL (prvr.models.ms_sl)
+    "dl_dkd": DLDKD,  # baseline: DL-DKD student, ICCV code (prvr.models.dl_dkd)
 }
 
 
