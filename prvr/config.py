@@ -311,7 +311,7 @@ class Config:
     seeds: tuple[int, ...] = (1, 2, 3)
     ablations: tuple[str, ...] = ("baseline", "tcpl", "cbva", "merging", "adaptive", "cbva_nohead",
                                   "full_tcpl_kl", "full_cbva_infonce", "full_adaptive_weights", "full_summary")
-    main_table: tuple[str, ...] = ("baseline", "adaptive")
+    main_table: tuple[str, ...] = ("ms_sl", "gmmformer_v1", "baseline", "dl_dkd", "adaptive")
     data: DataConfig = field(default_factory=DataConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     frames: FramesConfig = field(default_factory=FramesConfig)

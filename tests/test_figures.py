@@ -1,8 +1,9 @@
-"""t-SNE collapse figure: tsne_2d shape/determinism/separation, atomic PNG output, bad input, video choice."""
+"""t-SNE collapse figure: tsne_2d shape/determinism/separation, atomic PNG output, bad input, video choice;
+the side-by-side figure of two models (PNG + PDF, the legends, the same videos in every row)."""
 import numpy as np
 import pytest
 
-from prvr.reporting.figures import collapse_figure, pick_videos, tsne_2d
+from prvr.reporting.figures import collapse_figure, compare_figure, pick_videos, tsne_2d
 
 
 def _two_clusters(n_per_cluster=20, dim=16, seed=0):
@@ -107,3 +108,38 @@ def test_missing_analysis_extra_is_one_line(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a))
     with pytest.raises(PrvrError, match=r"^t-SNE figures need sklearn: pip install -e '.\[analysis\]'"):
         require_analysis_extra()
+
+
+def _points(n_videos, seed):
+    tokens, t_video, t_event = _panel(n_videos, seed=seed)
+    queries, q_video, q_event = _panel(n_videos, per_video=4, seed=seed + 1)
+    return {"frame_tokens": tokens, "frame_video": t_video, "frame_event": t_event,
+            "queries": queries, "query_video": q_video, "query_event": q_event}
+
+
+def test_compare_figure_writes_png_and_pdf_with_legends(tmp_path, monkeypatch):
+    """Two rows of two panels; the legends name every video and say what colour and marker mean."""
+    from matplotlib.figure import Figure
+    saved = []
+    real_savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), real_savefig(fig, *a, **k))[1])
+    out = tmp_path / "figs" / "tsne_compare.png"
+    compare_figure({"baseline": _points(3, 0), "adaptive": _points(3, 5)}, out, title="test split",
+                   video_names=["a", "b", "c"])
+    assert out.read_bytes()[:4] == b"\x89PNG" and out.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tsne_compare.pdf", "tsne_compare.png"]
+    axes = saved[0].axes
+    assert [ax.get_title() for ax in axes] == ["baseline: video frame tokens", "baseline: queries",
+                                               "adaptive: video frame tokens", "adaptive: queries"]
+    legends = {ax.get_legend().get_title().get_text(): [t.get_text() for t in ax.get_legend().get_texts()]
+               for ax in axes if ax.get_legend()}
+    assert legends == {"marker: event in its video": ["event 1", "event 2", "outside any event"],
+                       "colour: video": ["a", "b", "c"]}
+
+
+def test_compare_figure_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="at least 2 models, got 1"):
+        compare_figure({"baseline": _points(3, 0)}, tmp_path / "x.png", title="t")
+    with pytest.raises(ValueError, match="the same videos"):
+        compare_figure({"baseline": _points(3, 0), "adaptive": _points(2, 5)}, tmp_path / "x.png", title="t")
+    assert list(tmp_path.iterdir()) == []

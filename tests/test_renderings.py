@@ -1,4 +1,5 @@
-"""Markdown and LaTeX renderings of the result tables: same cells as the CSV, escaping, empty cells."""
+"""Markdown and LaTeX renderings of the result tables: same cells as the CSV, escaping, empty cells,
+and the main table's "mean ± std" cells."""
 import pytest
 
 from prvr.errors import PrvrError
@@ -31,3 +32,15 @@ def test_latex_escapes_and_renders_files(tmp_path):
 def test_bad_table_is_one_line(tmp_path):
     with pytest.raises(PrvrError, match=r"missing.csv: table not found"):
         markdown(tmp_path / "missing.csv")
+
+
+def test_mean_std_cells(tmp_path):
+    """mean_std: X and X_std shown as one "X ± X_std" cell (X alone where the std or X is empty)."""
+    path = tmp_path / "t.csv"
+    path.write_text(CSV + "tvr_reported,,172.3,,MS-SL README\n")
+    lines = markdown(path, mean_std=True).splitlines()
+    assert [c.strip() for c in lines[0].split("|")[1:-1]] == ["configuration", "seeds", "SumR", "description"]
+    assert [c.strip() for c in lines[2].split("|")[3:4]] == ["135.60 ± 0.70"]
+    assert [c.strip() for c in lines[3].split("|")[3:4]] == ["137.2"] and "172.3 " in lines[4]
+    assert r"135.60 $\pm$ 0.70" in latex(path, mean_std=True)
+    assert "SumR_std" in markdown(path)  # the default keeps the CSV's columns

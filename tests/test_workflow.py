@@ -77,6 +77,39 @@ def test_collapse_table_and_figures(run):
         assert (run / f"results/figures/tsne_{name}.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_main_table_and_side_by_side_figure(run):
+    """The default target builds the paper's main table: a reproduced row per config main_table entry
+    (the tiny run: 1 seed), the reported rows with sources and flags, cost columns, renderings; and
+    the t-SNE figure of the baseline beside the full method."""
+    rows = list(csv.DictReader((run / "results/main_table.csv").open()))
+    sources = json.loads((run / "results/main_table.sources.json").read_text())
+    reproduced = [r for r in rows if r["kind"] == "reproduced"]
+    assert sorted(r["configuration"] for r in reproduced) == sorted(sources["trained"])  # method order
+    assert {"baseline", "adaptive"} <= set(sources["trained"])
+    assert sources["trained"]["baseline"] == ["results/demo/runs/baseline/seed1/metrics.json"]
+    by_config = {r["configuration"]: r for r in reproduced}
+    assert by_config["baseline"]["method"] == "GMMFormer v2" and by_config["adaptive"]["method"] == "MSC (this paper)"
+    for row in reproduced:
+        assert row["dataset"] == "demo" and row["n_seeds"] == "1" and row["tie_rule"] == "expected"
+        assert 0 < float(row["SumR"]) <= 400 and float(row["params_M"]) > 0
+        assert row["train_step_s"] == "not measured"  # no results/costs_demo.json in a fresh run
+    assert float(by_config["adaptive"]["train_params_M"]) > float(by_config["adaptive"]["params_M"])  # CBVA head
+    ms_sl = [r for r in rows if (r["dataset"], r["method"], r["source"]) == ("tvr", "MS-SL", "seed summary")]
+    assert ms_sl and ms_sl[0]["SumR"] == "172.9" and "SumR 172.3" in ms_sl[0]["sources_disagree"]
+    assert (run / "results/main_table.md").read_text().startswith("| dataset")
+    assert "\\begin{tabular}" in (run / "results/main_table.tex").read_text()
+    assert (run / "results/figures/tsne_compare.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run / "results/figures/tsne_compare.pdf").read_bytes()[:4] == b"%PDF"
+    jobs = [r["job"] for r in csv.DictReader((run / "results/benchmarks.csv").open())]
+    assert "train baseline seed 1" in jobs and "pretrain_clip" in jobs
+
+
+def test_unknown_main_table_row_is_named(tmp_path):
+    proc = snakemake(tmp_path, "-n", "--config", "main_table=[baseline,nosuch]", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "config 'main_table' names 'nosuch'" in out
+
+
 def test_tsne_with_too_few_captions_is_one_line_error(run, tmp_path):
     """One video's 3-4 captions are too few for t-SNE: the stage says so in one line."""
     cfg = tmp_path / "one_video.yaml"
@@ -127,14 +160,18 @@ def test_settings_rerun_exactly_the_rules_that_use_them(run):
 
 
 def test_report_is_generated(run):
-    """The HTML report holds the tables and the t-SNE figures with their captions (report() outputs)."""
+    """The HTML report holds the tables (the main table among them), the t-SNE and curve figures and
+    the rule benchmarks, with their captions (report() outputs)."""
     import base64
     snakemake(run, "--report", "report.html")
     html = (run / "report.html").read_text()
-    assert len(html) > 10_000 and "Tables" in html and "Figures" in html
+    assert len(html) > 10_000 and "Tables" in html and "Figures" in html and "Benchmarks" in html
     assert "ablation.csv" in html and "tsne_baseline.png" in html and "seed-paired SumR difference" in html
-    table_b64 = base64.b64encode((run / "results/ablation.csv").read_bytes()).decode()
-    assert table_b64[:40] in html  # the table itself is embedded, not only named
+    assert "main_table.csv" in html and "The paper's main table" in html and "sources_disagree" in html
+    assert "tsne_compare.png" in html and "curves_adaptive.png" in html and "benchmarks.csv" in html
+    for table in ("ablation.csv", "main_table.csv"):
+        table_b64 = base64.b64encode((run / "results" / table).read_bytes()).decode()
+        assert table_b64[:40] in html  # the table itself is embedded, not only named
 
 
 def test_curves_are_drawn_for_every_configuration(run):

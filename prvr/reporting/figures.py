@@ -9,6 +9,11 @@ same-colour, different-marker groups as separate clumps.
     videos = pick_videos({"v1": 3, "v2": 5, "v3": 1}, k=2)          # ["v1", "v2"]
     collapse_figure(tokens, tok_video, tok_event, queries, q_video, q_event,
                     "results/figures/collapse_baseline.png", title="baseline")
+    compare_figure({"baseline": points_a, "adaptive": points_b}, "results/figures/tsne_compare.png",
+                   title="test split")   # the paper's figure: one row per model, same videos
+
+`compare_figure` draws the paper's t-SNE figure: one row per configuration (the baseline above the
+full method), the same videos in every row, each panel its own t-SNE; a PNG and a PDF beside it.
 
 sklearn and matplotlib (the `analysis` extra) are imported only when a figure is made.
 """
@@ -99,38 +104,93 @@ def collapse_figure(frame_tokens, frame_video, frame_event, queries, query_video
     `video_names` (optional, length K) labels the legend; default "video 0" ... "video K-1".
     """
     require_analysis_extra()
-    from matplotlib import colormaps
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
 
     frame_tokens, frame_video, frame_event = _check_panel("frame", frame_tokens, frame_video, frame_event)
     queries, query_video, query_event = _check_panel("query", queries, query_video, query_event)
-    n_videos = int(max(frame_video.max(), query_video.max())) + 1
-    if n_videos > MAX_VIDEOS:
-        raise ValueError(f"frame_video/query_video: at most {MAX_VIDEOS} videos can be coloured, got {n_videos}")
-    if video_names is None:
-        video_names = [f"video {v}" for v in range(n_videos)]
-    elif len(video_names) != n_videos:
-        raise ValueError(f"video_names: expected {n_videos} names, got {len(video_names)}")
+    video_names = _video_names({"frame_video": frame_video, "query_video": query_video}, video_names)
 
-    colours = colormaps["tab10"]
     fig = Figure(figsize=(11, 5))
     left, right = fig.subplots(1, 2)
-    _draw_panel(left, tsne_2d(frame_tokens, seed), frame_video, frame_event, "video frame tokens", colours)
-    _draw_panel(right, tsne_2d(queries, seed), query_video, query_event, "queries", colours)
-    handles = [Line2D([], [], linestyle="", marker="o", color=colours(v), label=str(video_names[v]))
-               for v in range(n_videos)]
-    right.legend(handles=handles, fontsize="small", loc="best", title="colour: video", title_fontsize="small")
-    markers = [Line2D([], [], linestyle="", marker=EVENT_MARKERS[e], color="grey", label=f"event {e + 1}")
-               for e in range(min(3, len(EVENT_MARKERS)))]
-    markers.append(Line2D([], [], linestyle="", marker=".", color="grey", alpha=0.5, label="outside any event"))
-    left.legend(handles=markers, fontsize="small", loc="best", title="marker: event in its video",
-                title_fontsize="small")
+    _draw_pair(left, right, dict(frame_tokens=frame_tokens, frame_video=frame_video, frame_event=frame_event,
+                                 queries=queries, query_video=query_video, query_event=query_event), seed)
+    _legends(left, right, video_names, int(max(frame_event.max(), query_event.max())) + 1)
     fig.suptitle(title)
     fig.tight_layout()
 
     with atomic_path(out_path) as tmp:  # creates the parent folder; no temp file left on error
         fig.savefig(tmp, format="png", dpi=120)
+
+
+def _video_names(points: dict, video_names) -> list:
+    """Legend names of the videos (default "video 0" ...), checked against the labels."""
+    n_videos = int(max(points["frame_video"].max(), points["query_video"].max())) + 1
+    if n_videos > MAX_VIDEOS:
+        raise ValueError(f"frame_video/query_video: at most {MAX_VIDEOS} videos can be coloured, got {n_videos}")
+    if video_names is None:
+        return [f"video {v}" for v in range(n_videos)]
+    if len(video_names) != n_videos:
+        raise ValueError(f"video_names: expected {n_videos} names, got {len(video_names)}")
+    return list(video_names)
+
+
+def _draw_pair(left, right, points: dict, seed: int, prefix: str = "") -> None:
+    """The two panels of one model: frame tokens (left) and queries (right), each its own t-SNE."""
+    from matplotlib import colormaps
+    colours = colormaps["tab10"]
+    _draw_panel(left, tsne_2d(points["frame_tokens"], seed), points["frame_video"], points["frame_event"],
+                f"{prefix}video frame tokens", colours)
+    _draw_panel(right, tsne_2d(points["queries"], seed), points["query_video"], points["query_event"],
+                f"{prefix}queries", colours)
+
+
+def _legends(left, right, video_names: list, n_events: int) -> None:
+    """What colour (video) and marker (event within its video, the first n_events) mean, on the two
+    panels given."""
+    from matplotlib import colormaps
+    from matplotlib.lines import Line2D
+    colours = colormaps["tab10"]
+    handles = [Line2D([], [], linestyle="", marker="o", color=colours(v), label=str(name))
+               for v, name in enumerate(video_names)]
+    right.legend(handles=handles, fontsize="small", loc="best", title="colour: video", title_fontsize="small")
+    markers = [Line2D([], [], linestyle="", marker=EVENT_MARKERS[e], color="grey", label=f"event {e + 1}")
+               for e in range(min(max(n_events, 1), len(EVENT_MARKERS)))]
+    markers.append(Line2D([], [], linestyle="", marker=".", color="grey", alpha=0.5, label="outside any event"))
+    left.legend(handles=markers, fontsize="small", loc="best", title="marker: event in its video",
+                title_fontsize="small")
+
+
+def compare_figure(models: dict[str, dict], out_png, title: str, seed: int = 0, *, video_names=None) -> None:
+    """The paper's figure: one row per model (name -> figure_points dict of the same videos, in
+    order), frame tokens left and queries right; PNG at `out_png` and a PDF beside it, atomically."""
+    require_analysis_extra()
+    from pathlib import Path
+
+    from matplotlib.figure import Figure
+
+    if len(models) < 2:
+        raise ValueError(f"compare_figure needs at least 2 models, got {len(models)}")
+    checked = {}
+    for name, p in models.items():
+        frame = _check_panel("frame", p["frame_tokens"], p["frame_video"], p["frame_event"])
+        query = _check_panel("query", p["queries"], p["query_video"], p["query_event"])
+        checked[name] = dict(zip(("frame_tokens", "frame_video", "frame_event"), frame),
+                             **dict(zip(("queries", "query_video", "query_event"), query)))
+    names = [_video_names(p, video_names) for p in checked.values()]
+    if any(n != names[0] for n in names):
+        raise ValueError("compare_figure: the models must show the same videos")
+    fig = Figure(figsize=(11, 4.6 * len(checked)))
+    axes = fig.subplots(len(checked), 2, squeeze=False)
+    for (left, right), (name, points) in zip(axes, checked.items()):
+        _draw_pair(left, right, points, seed, prefix=f"{name}: ")
+    n_events = max(int(max(p["frame_event"].max(), p["query_event"].max())) + 1 for p in checked.values())
+    _legends(axes[0][0], axes[0][1], names[0], n_events)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    for path, fmt in ((out_png, "png"), (out_png.with_suffix(".pdf"), "pdf")):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=120)
 
 
 def pick_videos(event_counts: dict[str, int], k: int) -> list[str]:

@@ -25,15 +25,26 @@ def config_layers():
 # the file (or --config) and the key; the typed, complete config replaces Snakemake's dict.
 try:
     CFG = resolve_layers(config_layers(), dataset_dir=REPO / "config" / "datasets")
-    if REFERENCE in CFG.ablations:
-        raise PrvrError(f"config ablations: {REFERENCE!r} is reserved for the untrained reference row")
+    for key in ("ablations", "main_table"):
+        if REFERENCE in getattr(CFG, key):
+            raise PrvrError(f"config {key}: {REFERENCE!r} is reserved for the untrained reference row")
     ABLATIONS = check_ablations(CFG, ABLATION_DIR)  # name -> that row's full config
+    for name in CFG.main_table:  # the main table's rows are trained like ablation rows: checked now too
+        if not (ABLATION_DIR / f"{name}.yaml").is_file():
+            raise PrvrError(f"{ABLATION_DIR / name}.yaml: no such ablation file (config 'main_table' names {name!r})")
+    ABLATIONS.update(check_ablations(CFG, ABLATION_DIR, [n for n in CFG.main_table if n not in ABLATIONS]))
 except PrvrError as err:
     sys.exit(f"prvr config error: {err}")
 config.clear()
 config.update(to_dict(CFG))
 
 DATA = f"results/{config['dataset']}"
+TRAINED = list(dict.fromkeys([*CFG.ablations, *CFG.main_table]))  # every configuration the DAG trains
+REPORTED = REPO / "config" / "reported.yaml"  # the main table's reported numbers and their sources
+# The paper's t-SNE figure sets the first MSC model (gmmformer_v2*) of main_table, the baseline, beside
+# the last, the full method; fewer than two MSC rows: no such figure.
+MSC_ROWS = [n for n in CFG.main_table if ABLATIONS[n].model.name.startswith("gmmformer_v2")]
+COMPARE_ROWS = [MSC_ROWS[0], MSC_ROWS[-1]] if len(MSC_ROWS) > 1 else []
 SPLITS = ["train", "val", "test"]
 DEMO = CFG.dataset == "demo"
 RELEASED = CFG.data.videos == "released_features"
@@ -146,3 +157,45 @@ def tsne_inputs(wildcards):
     if wildcards.ablation != REFERENCE:
         inputs["model"] = f"{DATA}/runs/{wildcards.ablation}/seed{config['seeds'][0]}/model.pt"
     return inputs
+
+
+def costs_file():
+    """The bench_costs file of this dataset's shape, if one has been written (`python -m
+    bench.bench_costs --shape <dataset>`); the main table says "not measured" without it."""
+    path = Path(f"results/costs_{config['dataset']}.json")
+    return {"costs": str(path)} if path.is_file() else {}
+
+
+def main_table_inputs(wildcards):
+    """Every main_table row's metrics (all seeds), ablation file and parameter count, reported.yaml,
+    and the bench costs file when there is one."""
+    inputs = {"reported": str(REPORTED), **costs_file()}
+    for name in CFG.main_table:
+        inputs[f"metrics_{name}"] = run_files(name, "metrics.json")
+        inputs[f"ablation_{name}"] = str(ABLATION_DIR / f"{name}.yaml")
+        inputs[f"params_{name}"] = f"{DATA}/runs/{name}/parameters.json"
+    return inputs
+
+
+def first_seed_model(wildcards):
+    """The configuration's model.pt of the first seed (its parameter count is every seed's)."""
+    return f"{DATA}/runs/{wildcards.ablation}/seed{config['seeds'][0]}/model.pt"
+
+
+def tsne_compare_inputs(wildcards):
+    """The analysis split's files and the first seed's model of each COMPARE_ROWS configuration."""
+    if not COMPARE_ROWS:
+        raise PrvrError("results/figures/tsne_compare.png needs two MSC models (gmmformer_v2*) in config main_table")
+    seed = config["seeds"][0]
+    return {**analysis_inputs(wildcards), "models": [f"{DATA}/runs/{n}/seed{seed}/model.pt" for n in COMPARE_ROWS]}
+
+
+def benchmark_files(wildcards):
+    """The benchmark files of a run, by job name: every training, and the corpus and
+    tiny-CLIP pretraining where the DAG makes them."""
+    files = {f"train {n} seed {s}": f"benchmarks/train/{n}/seed{s}.tsv" for n in TRAINED for s in config["seeds"]}
+    if config["clip"]["pretrained"] is None:
+        files["pretrain_clip"] = "benchmarks/pretrain_clip.tsv"
+    if DEMO:
+        files["generate_corpus"] = "benchmarks/generate_corpus.tsv"
+    return files

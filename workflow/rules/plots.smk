@@ -1,6 +1,7 @@
 # Stage 6: semantic-collapse diagnostics of every trained model and of the CLIP input features
-# (prvr.evaluation.analysis), and t-SNE figures of a few videos per configuration and of the reference
-# (ablation wildcard "clip_input": no model).
+# (prvr.evaluation.analysis), t-SNE figures of a few videos per configuration and of the reference
+# (ablation wildcard "clip_input": no model), the paper's side-by-side t-SNE figure (the baseline and
+# the full method of main_table, same videos) and the training curves of every trained configuration.
 
 
 rule collapse:
@@ -43,7 +44,7 @@ rule tsne:
         unpack(tsne_inputs),
     output:
         report("results/figures/tsne_{ablation}.png", caption="../report/tsne.rst", category="Figures",
-               labels={"configuration": "{ablation}"}),
+               labels={"configuration": "{ablation}", "figure": "t-SNE"}),
     params:
         split=config["analysis"]["split"],
         tsne_videos=config["analysis"]["tsne_videos"],
@@ -56,6 +57,28 @@ rule tsne:
         "../../envs/analysis.yaml"
     script:
         "../scripts/tsne.py"
+
+
+rule tsne_compare:
+    input:
+        unpack(tsne_compare_inputs),
+    output:
+        png=report("results/figures/tsne_compare.png", caption="../report/tsne_compare.rst", category="Figures",
+                   labels={"configuration": " vs ".join(COMPARE_ROWS), "figure": "t-SNE, side by side"}),
+        pdf="results/figures/tsne_compare.pdf",
+    params:
+        rows=COMPARE_ROWS,
+        split=config["analysis"]["split"],
+        tsne_videos=config["analysis"]["tsne_videos"],
+        tsne_seed=config["analysis"]["tsne_seed"],
+    log:
+        "logs/tsne/compare.log",
+    resources:
+        gpu=gpus_for(config["eval"]["device"]),
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/tsne_compare.py"
 
 
 rule curves:

@@ -38,3 +38,52 @@ rule collapse_table:
         "../../envs/report.yaml"
     script:
         "../scripts/collapse_table.py"
+
+
+rule main_table:
+    input:
+        unpack(main_table_inputs),
+    output:
+        table=report("results/main_table.csv", caption="../report/main_table.rst", category="Tables"),
+        sources="results/main_table.sources.json",
+        markdown="results/main_table.md",
+        latex="results/main_table.tex",
+    params:
+        rows=config["main_table"],
+        dataset=config["dataset"],
+    log:
+        "logs/main_table.log",
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/main_table.py"
+
+
+rule parameters:
+    input:
+        model=first_seed_model,
+    output:
+        f"{DATA}/runs/{{ablation}}/parameters.json",
+    log:
+        "logs/parameters/{ablation}.log",
+    wildcard_constraints:
+        ablation=r"[^/]+",
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/parameters.py"
+
+
+rule benchmark_table:
+    input:
+        unpack(benchmark_files),
+    output:
+        table=report("results/benchmarks.csv", caption="../report/benchmarks.rst", category="Benchmarks"),
+        markdown="results/benchmarks.md",
+        latex="results/benchmarks.tex",
+    log:
+        "logs/benchmark_table.log",
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/benchmark_table.py"
