@@ -1,32 +1,34 @@
 """Benchmark: evaluation and training at TVR scale from the resampled float16 feature cache.
 
-    .venv/bin/python -m bench.bench_scale [--small] [--rows eval train] [--threads 2] [--steps 2]
-                                          [--videos 2179] [--queries 10895] [--train-videos 17435]
-                                          [--train-captions 87175] [--compare] [--workdir DIR] [--keep]
+    .venv/bin/python -m bench.bench_scale [--small] [--rows eval train dag profile] [--threads 2] [--steps 2]
+        [--eval-variants float32 bfloat16 reference] [--train-variants plain checkpointing] [--eval-batch 512]
+        [--model-videos N] [--videos 2179] [--queries 10895] [--train-videos 17435] [--train-captions 87175]
+        [--omp-passive] [--malloc-mmap-threshold BYTES] [--workdir DIR] [--keep]
 
 Generates TVR-shaped features on disk (HDF5 stores in the layout of prvr.data.feature_store, float16
-entries to halve the disk: random N(0, 1) rows, T in 50..300 frames x 768 per video, 8..30 tokens x 768
-per caption, 5 captions per video), then measures, each in its own child process that reports its
-own wall seconds, CPU seconds (user + system) and peak RSS (getrusage(RUSAGE_SELF).ru_maxrss, which
-counts the pages of the mapped cache that were touched):
+entries: random N(0, 1) rows, T in 50..300 frames x 768 per video, 8..30 tokens x 768 per caption,
+5 captions per video), then measures, each in its own child process that reports its own wall and CPU
+seconds (user + system), peak RSS (ru_maxrss: touched pages of the mapped cache count) and the machine's
+1-minute load average at its start and end:
 
-  (a0) building the cache of the test split (prvr.data.feature_cache.build_feature_cache,
-       frame_tokens 128, max_query_len 77);
-  (a)  evaluating the paper's model (model.name gmmformer_v2, 768 -> 384, 128 frame tokens, 32 clip
-       tokens, 4 heads; random weights, seed 0) on that split read from the cache, as
-       evaluate.split_scores + retrieval_metrics do it (eval.batch_size 512, the query chunk of
-       prvr.evaluation.scoring): encode videos, encode queries, chunked scores, metrics;
-  (a') with --compare: the unchunked prvr_scores (the evaluation before the chunking) on the same
-       encodings, in the same child after (a): its extra seconds and peak RSS, and whether the
-       metrics are equal and the largest score difference;
+  (a0) building the cache of the test split (frame_tokens 128, max_query_len 77);
+  (a)  evaluating the paper's model (gmmformer_v2, 768 -> 384, 128 frame tokens, 32 clip tokens, 4 heads;
+       random weights, seed 0) on that split as evaluate.split_scores + retrieval_metrics do it
+       (eval.batch_size --eval-batch, the scoring's query chunk): encode videos, encode queries,
+       chunked scores, metrics; one row per --eval-variants: "float32" (this code), "bfloat16"
+       (eval.precision bfloat16), "reference" (the evaluation before the inference fast path: the
+       training forward in eval mode, MKL's sgemm for every product, eval.batch_size videos per model
+       call); --model-videos overrides evaluate.CPU_MODEL_VIDEOS;
+  (p)  with the row "profile": where the encoding's CPU time goes (torch.profiler, 64 videos, each
+       variant): matrix products, softmax, LayerNorm, copies, the rest;
   (b0) building the cache of the train split;
-  (b)  --steps training steps (batch 128 videos with their captions, the trainer's train_epoch
-       with the baseline ablation, BertAdam) on the train split read from the cache; the peak RSS
-       is the step's (activations, glibc heap growth from step to step: --malloc-mmap-threshold),
-       the opened split adds little (reported in the notes).
+  (b)  --steps training steps (batch 128 videos, baseline ablation, BertAdam) from the cache, one row
+       per --train-variants: "plain", "checkpointing" (train.activation_checkpointing);
+  (c)  `snakemake -n` of dataset=tvr with a TVR-size video list and the full grid x 3 seeds.
 
-Prints a markdown table. --small scales everything by 1/10 (a quick check). The times are upper
-bounds on a shared machine: CPU seconds / threads is closer to what an idle machine would take.
+Prints a markdown table. --small scales every size by 1/10. The times are upper bounds on a shared
+machine (see the load columns; --omp-passive keeps waiting OpenMP threads from spinning there); CPU
+seconds / threads is closer to what an idle machine would take.
 """
 from __future__ import annotations
 
@@ -92,10 +94,37 @@ def generate_split(root: Path, name: str, n_videos: int, n_captions: int, seed: 
 
 # ---------------------------------------------------------------------------------- child phases
 
+LOAD_AT_START = os.getloadavg()[0]
+
+
 def _usage(start: float) -> dict:
     me = resource.getrusage(resource.RUSAGE_SELF)
     return {"wall_s": time.perf_counter() - start, "cpu_s": me.ru_utime + me.ru_stime,
-            "peak_rss_gb": me.ru_maxrss / 2**20}
+            "peak_rss_gb": me.ru_maxrss / 2**20, "load": (LOAD_AT_START, os.getloadavg()[0])}
+
+
+EVAL_VARIANTS = ("float32", "bfloat16", "reference")
+
+
+def _eval_variant(args: dict) -> str:
+    """Set up one evaluation variant in this child; returns its eval.precision."""
+    from prvr.evaluation import evaluate
+    from prvr.models import attention
+    from prvr.models.parallel_gmm import WindowedLayer
+    if args["variant"] == "reference":
+        attention._ONEDNN_LINEAR["usable"] = False
+        WindowedLayer._infer = lambda self, x, key_bias: self._forward(x, None, key_bias)
+        evaluate.CPU_MODEL_VIDEOS = 1 << 30
+    if args.get("model_videos"):
+        evaluate.CPU_MODEL_VIDEOS = args["model_videos"]
+    return "bfloat16" if args["variant"] == "bfloat16" else "float32"
+
+
+def _timed(times: dict, key: str, work):
+    mark = time.perf_counter()
+    out = work()
+    times[key] = time.perf_counter() - mark
+    return out
 
 
 def phase_generate(args: dict) -> dict:
@@ -122,41 +151,68 @@ def phase_eval(args: dict) -> dict:
     from prvr.models import create_model
     torch.set_num_threads(args["threads"])
     cfg = paper_config(args["threads"])
+    precision = _eval_variant(args)
     start = time.perf_counter()
     dataset = PRVRDataset.from_cache(FeatureCache(args["cache"]), args["captions"], cfg.model)
     model = create_model(cfg.model, seed=0).eval()
     times = {"open": time.perf_counter() - start}
     rss_open = _usage(start)["peak_rss_gb"]
     # evaluate.split_scores + evaluate_split, phase by phase
-    mark = time.perf_counter()
-    videos = evaluate.encode_videos(model, dataset, cfg.eval.batch_size, "cpu")
-    times["encode_videos"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    queries = evaluate.encode_queries(model, dataset, cfg.eval.batch_size, "cpu")
-    times["encode_queries"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    scores = scoring.prvr_scores_chunked(queries, videos["clip_tokens"], videos["frame_tokens"],
-                                         w_clip=cfg.eval.w_clip, w_frame=cfg.eval.w_frame,
-                                         query_chunk=scoring.QUERY_CHUNK, dtype=torch.float64).numpy()
-    times["scores"] = time.perf_counter() - mark
-    mark = time.perf_counter()
+    videos = _timed(times, "encode_videos", lambda: evaluate.encode_videos(
+        model, dataset, args["batch_size"], "cpu", precision=precision))
+    queries = _timed(times, "encode_queries", lambda: evaluate.encode_queries(
+        model, dataset, args["batch_size"], "cpu", precision=precision))
+    scores = _timed(times, "scores", lambda: scoring.prvr_scores_chunked(
+        queries, videos["clip_tokens"], videos["frame_tokens"], w_clip=cfg.eval.w_clip, w_frame=cfg.eval.w_frame,
+        query_chunk=scoring.QUERY_CHUNK, dtype=torch.float64).numpy())
     index = {v: i for i, v in enumerate(dataset.index.videos)}
     positive = np.array([index[c.split("#", 1)[0]] for c in dataset.index.caption_ids], dtype=np.int64)
-    metrics = retrieval_metrics(scores, positive, ks=tuple(cfg.eval.ks), ties=cfg.eval.ties)
-    times["metrics"] = time.perf_counter() - mark
+    metrics = _timed(times, "metrics", lambda: retrieval_metrics(scores, positive, ks=tuple(cfg.eval.ks),
+                                                                 ties=cfg.eval.ties))
     result = {**_usage(start), "times": times, "metrics": metrics, "videos": len(dataset),
               "queries": len(positive), "rss_open_gb": rss_open}
-    if args["compare"]:
-        mark = time.perf_counter()
-        old = scoring.prvr_scores(queries, videos["clip_tokens"], videos["frame_tokens"],
-                                  w_clip=cfg.eval.w_clip, w_frame=cfg.eval.w_frame).numpy().astype(np.float64)
-        old_metrics = retrieval_metrics(old, positive, ks=tuple(cfg.eval.ks), ties=cfg.eval.ties)
-        after = _usage(start)
-        result["compare"] = {"wall_s": time.perf_counter() - mark, "peak_rss_gb": after["peak_rss_gb"],
-                             "metrics_equal": old_metrics == metrics,
-                             "max_abs_diff": float(np.abs(old - scores).max()),
-                             "scores_equal_pct": float(100 * np.mean(old == scores))}
     return result
+
+
+PROFILE_KINDS = {"matmul": ("addmm", "mm", "bmm", "_linear_pointwise"), "softmax": ("_softmax",),
+                 "layer_norm": ("native_layer_norm",), "copies": ("copy_", "cat", "stack", "_to_copy")}
+
+
+def phase_profile(args: dict) -> dict:
+    """Self CPU seconds of encoding `videos` random videos, by kind of operation (PROFILE_KINDS)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from prvr.evaluation import evaluate
+    from prvr.models import create_model
+    torch.set_num_threads(args["threads"])
+    precision = _eval_variant(args)
+    model = create_model(paper_config(args["threads"]).model, seed=0).eval()
+    frames = torch.randn(args["videos"], FRAME_TOKENS, DIM, generator=torch.Generator().manual_seed(0))
+    pieces = frames.split(min(evaluate.CPU_MODEL_VIDEOS, args["batch_size"]))
+    start = time.perf_counter()
+    with torch.no_grad(), evaluate.encoding_precision(precision, "cpu"):
+        model.encode_videos(pieces[0][:2])  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for piece in pieces:
+                model.encode_videos(piece)
+    kinds = dict.fromkeys([*PROFILE_KINDS, "other"], 0.0)
+    for event in prof.key_averages():
+        name = event.key.split("::")[-1]
+        kinds[next((k for k, ops in PROFILE_KINDS.items() if name in ops), "other")] += event.self_cpu_time_total / 1e6
+    return {**_usage(start), "kinds": kinds}
+
+
+def phase_dag(args: dict) -> dict:
+    """`snakemake -n` in `work`: its wall and CPU seconds, its peak RSS (this child's children only)."""
+    cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", args["work"], "-n",
+           "--cores", "8", "--quiet", "rules", "--config", "dataset=tvr", "seeds=[1,2,3]"]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    jobs = {line.split()[0]: int(line.split()[1]) for line in done.stdout.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
+    return {"wall_s": time.perf_counter() - start, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_gb": usage.ru_maxrss / 2**20, "load": (LOAD_AT_START, os.getloadavg()[0]), "jobs": jobs}
 
 
 def phase_train(args: dict) -> dict:
@@ -164,8 +220,9 @@ def phase_train(args: dict) -> dict:
     from prvr.data.dataset import PRVRDataset, collate_videos
     from prvr.data.feature_cache import FeatureCache
     from prvr.training.trainer import _build, seed_everything, train_epoch
+    from prvr.config import merge
     torch.set_num_threads(args["threads"])
-    cfg = paper_config(args["threads"])
+    cfg = merge(paper_config(args["threads"]), {"train": {"activation_checkpointing": args["checkpointing"]}})
     seed_everything(0)
     start = time.perf_counter()
     dataset = PRVRDataset.from_cache(FeatureCache(args["cache"]), args["captions"], cfg.model)
@@ -184,7 +241,8 @@ def phase_train(args: dict) -> dict:
                 * DIM) * 4 / 2**30}
 
 
-PHASES = {"generate": phase_generate, "cache": phase_cache, "eval": phase_eval, "train": phase_train}
+PHASES = {"generate": phase_generate, "cache": phase_cache, "eval": phase_eval, "train": phase_train,
+          "profile": phase_profile, "dag": phase_dag}
 
 
 def run_child(phase: str, args: dict, threads: int, env: dict | None = None) -> dict:
@@ -199,7 +257,8 @@ def run_child(phase: str, args: dict, threads: int, env: dict | None = None) -> 
 # ---------------------------------------------------------------------------------- rows
 
 def _row(name: str, size: str, r: dict, notes: str) -> str:
-    return f"| {name} | {size} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_rss_gb']:.2f} | {notes} |"
+    load = "{:.1f} / {:.1f}".format(*r["load"]) if "load" in r else ""
+    return f"| {name} | {size} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_rss_gb']:.2f} | {load} | {notes} |"
 
 
 def _stores_and_cache(root: Path, a, split: str, videos: int, captions: int, seed: int, row: str,
@@ -219,19 +278,29 @@ def _stores_and_cache(root: Path, a, split: str, videos: int, captions: int, see
 def eval_rows(root: Path, a, rows: list[str]) -> None:
     size = f"{a.videos} videos, {a.queries} queries"
     paths = _stores_and_cache(root, a, "test", a.videos, a.queries, 1, "(a0) cache build, test split", size, rows)
-    ev = run_child("eval", {"cache": str(root / "cache_test"), "captions": paths["captions"],
-                            "threads": a.threads, "compare": a.compare}, a.threads)
-    t = ev["times"]
-    rows.append(_row("(a) evaluation, gmmformer_v2 paper shape", size, ev,
-                     f"encode videos {t['encode_videos']:.1f} s, queries {t['encode_queries']:.1f} s, "
-                     f"chunked scores {t['scores']:.1f} s, metrics {t['metrics']:.1f} s, open {t['open']:.1f} s "
-                     f"({ev['rss_open_gb']:.2f} GB); "
-                     f"SumR {ev['metrics']['SumR']:.2f} (random weights)"))
-    if "compare" in ev:
-        c = ev["compare"]
-        rows.append(f"| (a') unchunked prvr_scores, same encodings | {size} | +{c['wall_s']:.1f} | | "
-                    f"{c['peak_rss_gb']:.2f} | metrics equal to (a): {c['metrics_equal']}; "
-                    f"{c['scores_equal_pct']:.4f} % of scores bit-equal, max abs diff {c['max_abs_diff']:.2g} |")
+    full = (a.videos, a.queries) == (TVR["videos"], TVR["queries"])  # the goal is stated for the TVR test size
+    for variant in a.eval_variants:
+        ev = run_child("eval", {"cache": str(root / "cache_test"), "captions": paths["captions"], "threads": a.threads,
+                                "variant": variant, "batch_size": a.eval_batch,
+                                "model_videos": a.model_videos}, a.threads)
+        t = ev["times"]
+        per_call = f", {a.model_videos} videos per model call" if a.model_videos else ""
+        rows.append(_row(f"(a) evaluation, gmmformer_v2 paper shape, {variant}{per_call}", size, ev,
+                         f"encode videos {t['encode_videos']:.1f} s, queries {t['encode_queries']:.1f} s, "
+                         f"chunked scores {t['scores']:.1f} s, metrics {t['metrics']:.1f} s, open {t['open']:.1f} s "
+                         f"({ev['rss_open_gb']:.2f} GB); SumR {ev['metrics']['SumR']:.2f} (random weights); "
+                         f"eval.batch_size {a.eval_batch}"
+                         + (f"; goal <= 60 s: {'met' if ev['wall_s'] <= 60 else 'not met'}" if full else "")))
+
+
+def profile_rows(root: Path, a, rows: list[str]) -> None:
+    for variant in a.eval_variants:
+        pr = run_child("profile", {"threads": a.threads, "variant": variant, "videos": 64, "batch_size": a.eval_batch,
+                                   "model_videos": a.model_videos}, a.threads)
+        total = sum(pr["kinds"].values())
+        shares = ", ".join(f"{k} {v:.1f} s ({100 * v / total:.0f} %)" for k, v in pr["kinds"].items())
+        rows.append(_row(f"(p) profile of encoding, {variant}", "64 videos", pr,
+                         f"self CPU {total:.1f} s ({total / 64 * a.videos:.0f} s for {a.videos} videos): {shares}"))
 
 
 def train_rows(root: Path, a, rows: list[str]) -> None:
@@ -239,14 +308,16 @@ def train_rows(root: Path, a, rows: list[str]) -> None:
     paths = _stores_and_cache(root, a, "train", a.train_videos, a.train_captions, 2,
                               "(b0) cache build, train split", size, rows)
     env = {"MALLOC_MMAP_THRESHOLD_": str(a.malloc_mmap_threshold)} if a.malloc_mmap_threshold else None
-    tr = run_child("train", {"cache": str(root / "cache_train"), "captions": paths["captions"],
-                             "threads": a.threads, "steps": a.steps}, a.threads, env)
     malloc = f", MALLOC_MMAP_THRESHOLD_={a.malloc_mmap_threshold}" if env else ""
-    rows.append(_row(f"(b) training, {a.steps} step(s) of batch 128{malloc}", size, tr,
-                     f"{tr['steps_s'] / a.steps:.1f} s/step (baseline ablation, BertAdam); peak RSS with the "
-                     f"split opened, before the model: {tr['rss_data_gb']:.2f} GB ({tr['open_s']:.1f} s), the rest "
-                     f"is the step (model, activations, optimiser); the store path would hold "
-                     f"{tr['store_path_gb']:.1f} GB of float32 features in RAM; loss {tr['loss']:.3f}"))
+    for variant in a.train_variants:
+        tr = run_child("train", {"cache": str(root / "cache_train"), "captions": paths["captions"], "threads": a.threads,
+                                 "steps": a.steps, "checkpointing": variant == "checkpointing"}, a.threads, env)
+        rows.append(_row(f"(b) training, {a.steps} step(s) of batch 128, {variant}{malloc}", size, tr,
+                         f"{tr['steps_s'] / a.steps:.1f} s/step (baseline ablation, BertAdam); peak RSS with the "
+                         f"split opened, before the model: {tr['rss_data_gb']:.2f} GB ({tr['open_s']:.1f} s), the rest "
+                         f"is the step (model, activations, optimiser); the store path would hold "
+                         f"{tr['store_path_gb']:.1f} GB of float32 features in RAM; loss {tr['loss']:.6f}; "
+                         f"goal <= 8 GB: {'met' if tr['peak_rss_gb'] <= 8 else 'not met'}"))
 
 
 def _tvr_rows(prefix: str, n_videos: int, per_video: int = 5) -> list[dict]:
@@ -271,21 +342,14 @@ def dag_row(root: Path, a, rows: list[str]) -> None:
         (tables / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
     vids = sorted({r["vid_name"] for part in splits.values() for r in part})
     (work / "results/tvr/videos.txt").write_text("".join(v + "\n" for v in vids))
-    cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(work), "-n",
-           "--cores", "8", "--quiet", "rules", "--config", "dataset=tvr", "seeds=[1,2,3]"]
-    start, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    jobs = {line.split()[0]: int(line.split()[1]) for line in done.stdout.splitlines()
-            if len(line.split()) == 2 and line.split()[1].isdigit()}
-    result = {"wall_s": time.perf_counter() - start, "cpu_s": usage.ru_utime + usage.ru_stime - cpu.ru_utime - cpu.ru_stime,
-              "peak_rss_gb": usage.ru_maxrss / 2**20}
+    result = run_child("dag", {"work": str(work)}, a.threads)
+    jobs = result["jobs"]
     rows.append(_row("(c) snakemake -n, dataset=tvr, 10 configurations x 3 seeds", f"{len(vids)} videos", result,
                      f"{jobs.get('total', 0)} jobs: {jobs.get('video_features_shard', 0)} feature shards, "
                      f"{jobs.get('train', 0)} trainings (goal <= 15 s)"))
 
 
-ROWS = {"eval": eval_rows, "train": train_rows, "dag": dag_row}
+ROWS = {"eval": eval_rows, "train": train_rows, "dag": dag_row, "profile": profile_rows}
 
 
 def main() -> None:
@@ -302,20 +366,30 @@ def main() -> None:
     parser.add_argument("--train-videos", type=int, default=None, help=f"(default {TVR['train_videos']})")
     parser.add_argument("--train-captions", type=int, default=None, help=f"(default {TVR['train_captions']})")
     parser.add_argument("--steps", type=int, default=2, help="training steps of row (b)")
+    parser.add_argument("--eval-variants", nargs="+", default=list(EVAL_VARIANTS), choices=EVAL_VARIANTS)
+    parser.add_argument("--train-variants", nargs="+", default=["plain", "checkpointing"],
+                        choices=["plain", "checkpointing"])
+    parser.add_argument("--eval-batch", type=int, default=512, help="eval.batch_size (default: config's 512)")
+    parser.add_argument("--model-videos", type=int, default=None,
+                        help="videos per model call (evaluate.CPU_MODEL_VIDEOS; default: the code's)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--compare", action="store_true", help="row (a'): the unchunked scores too")
+    parser.add_argument("--omp-passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE in every child: "
+                        "idle OpenMP threads sleep instead of spinning (fairer numbers on a shared machine)")
     parser.add_argument("--malloc-mmap-threshold", type=int, default=None, metavar="BYTES",
                         help="row (b) with glibc's MALLOC_MMAP_THRESHOLD_ fixed (e.g. 1048576): freed "
                              "activations go back to the system instead of fragmenting the heap")
     parser.add_argument("--workdir", default=None, help="where the generated data goes (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
     a = parser.parse_args()
+    if a.omp_passive:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # the children inherit it
     for key, full in TVR.items():
         if getattr(a, key) is None:
             setattr(a, key, max(1, full // 10) if a.small else full)
     root = Path(tempfile.mkdtemp(prefix="bench_scale.", dir=a.workdir))
     import torch
-    print(f"torch {torch.__version__}, {a.threads} threads, {os.cpu_count()} CPUs; data in {root} "
+    print(f"torch {torch.__version__}, {a.threads} threads{', OMP_WAIT_POLICY=PASSIVE' * a.omp_passive}, "
+          f"{os.cpu_count()} CPUs; data in {root} "
           f"({shutil.disk_usage(root).free / 2**30:.0f} GB free)\n", flush=True)
     rows: list[str] = []
     try:
@@ -324,7 +398,7 @@ def main() -> None:
     finally:
         if not a.keep:
             shutil.rmtree(root, ignore_errors=True)
-    print("| row | size | wall s | CPU s | peak RSS GB | notes |\n|---|---|---|---|---|---|")
+    print("| row | size | wall s | CPU s | peak RSS GB | load avg start / end | notes |\n|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     print("\nEach row is one child process: its wall and CPU seconds (user + system) and its peak RSS "
           "(ru_maxrss: touched pages of the mapped cache count). Stores are generated with float16 entries "

@@ -178,6 +178,13 @@ def _model_loss(m, l):
         yield "model.merging.enabled", f"token merging is a clip pooler of the MSC models, not of model.name={m.name}"
 
 
+def _model_train(m, t):
+    """Activation checkpointing recomputes the MSC models' encoder layers (the baselines have none)."""
+    if t.activation_checkpointing and m.name not in MSC_MODELS:
+        yield "train.activation_checkpointing", (f"supported by the MSC models ({', '.join(MSC_MODELS)}), "
+                                                 f"not model.name={m.name}")
+
+
 def _train(t):
     yield "train.epochs", _at_least(t.epochs, 1)
     yield "train.batch_size", _at_least(t.batch_size, 1)
@@ -211,10 +218,11 @@ def _data(dataset: str, d):
                                          f"dataset {dataset!r} needs the benchmark's {split} annotation file")
         needs = {"directory": ("video_dir",), "frame_folders": ("video_dir",), "youtube": ("video_dir",),
                  "charades_archive": ("video_dir", "archive_url"),
-                 "released_features": ("released_video_h5", "released_text_h5")}.get(d.videos, ())
+                 "released_features": ("released_video_h5", "released_text_h5"),
+                 "released_bigfile": ("released_bigfile_dir", "released_text_h5")}.get(d.videos, ())
         for key in needs:
             yield f"data.{key}", None if getattr(d, key) else f"data.videos {d.videos!r} needs data.{key}"
-        if "charades" in (d.train.format, d.test.format) and d.videos != "released_features":
+        if "charades" in (d.train.format, d.test.format) and d.videos not in ("released_features", "released_bigfile"):
             yield "data.durations", (None if d.durations else
                                      "Charades-STA files have no durations: give Charades_v1_*.csv (length column)")
     yield "data.val_fraction", _finite(d.val_fraction, 0.0, strict=True, high=0.5)
@@ -230,6 +238,7 @@ def _analysis(a):
 def problems(cfg) -> list[tuple[str, str]]:
     """Every (dotted key, what is wrong) of a full Config, in file order; [] when all values are allowed."""
     checks = [_top(cfg), _data(cfg.dataset, cfg.data), _corpus(cfg.corpus), _frames(cfg.frames), _clip(cfg.clip), _model(cfg.model),
-              _loss(cfg.loss, cfg.model.clip_tokens), _model_loss(cfg.model, cfg.loss), _train(cfg.train),
+              _loss(cfg.loss, cfg.model.clip_tokens), _model_loss(cfg.model, cfg.loss),
+              _model_train(cfg.model, cfg.train), _train(cfg.train),
               _eval(cfg.eval), _analysis(cfg.analysis)]
     return [(key, problem) for check in checks for key, problem in check if problem]

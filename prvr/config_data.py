@@ -17,6 +17,11 @@ Video sources (`videos`):
                      and left out (every table says how many test queries that removed)
   released_features  the authors' released HDF5 features (`released_video_h5`, `released_text_h5`)
                      are validated and imported; nothing is decoded
+  released_bigfile   MS-SL's released features for the I3D-feature baselines: a BigFile folder
+                     (`released_bigfile_dir`: FeatureData/<feature>/ with feature.bin, id.txt,
+                     shape.txt, video2frames.txt) and its RoBERTa caption HDF5 (`released_text_h5`:
+                     TextData/roberta_<collection>_query_feat.hdf5), validated and imported the same
+                     way (prvr.data.bigfile.import_bigfile_release); nothing is decoded
 
 feature_cache: every run reads one resampled float16 cache of the dataset (prvr.data.feature_cache:
 built once per frame_tokens x max_query_len, memory-mapped, never the whole store in RAM) instead of
@@ -27,7 +32,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-VIDEO_SOURCES = ("generated", "directory", "frame_folders", "charades_archive", "youtube", "released_features")
+VIDEO_SOURCES = ("generated", "directory", "frame_folders", "charades_archive", "youtube", "released_features",
+                 "released_bigfile")
 
 
 @dataclass
@@ -57,4 +63,5 @@ class DataConfig:
     released_video_h5: str | None = None
     released_text_h5: str | None = None
     released_video_prefix: str | None = None  # ActivityNet: their video keys drop "v_"
+    released_bigfile_dir: str | None = None  # videos: released_bigfile: MS-SL's FeatureData/<feature>/ folder
     feature_cache: bool = False  # train and evaluate from one float16 resampled cache per dataset

@@ -135,3 +135,128 @@ def test_retrieval_loss_matches_reference_scores():
     assert torch.allclose(fast[0], ref[0], rtol=1e-12)
     for a, b in zip(fast[1], ref[1]):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def _windowed_layer(width, seed=0, dtype=torch.float32):
+    from prvr.models.attention import init_weights
+    from prvr.models.parallel_gmm import WindowedLayer
+    torch.manual_seed(seed)
+    layer = WindowedLayer(16, 2, 0.2, width).to(dtype)
+    layer.apply(init_weights)
+    for p in layer.parameters():  # larger than BERT's init so that every term of the layer matters
+        p.data.normal_(0, 0.3)
+    return layer.eval()
+
+
+@pytest.mark.parametrize("width", [None, 0.5, 5.0])
+@pytest.mark.parametrize("sizes", [False, True], ids=["uniform", "merged_sizes"])
+def test_inference_layer_matches_the_training_forward(width, sizes):
+    """WindowedLayer._infer (eval, autograd off: one qkv projection, per-head strided bmm, window and scale
+    in place, oneDNN linears) against _forward: the same algebra to 1e-12 in float64 (where the linears are
+    F.linear), float32 rounding in float32."""
+    g = torch.Generator().manual_seed(1)
+    key_bias = torch.rand(3, 7, generator=g, dtype=torch.float64).mul(4).add(1).log()[:, None, None, :] if sizes else None
+    x = torch.randn(3, 7, 16, generator=g, dtype=torch.float64)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 2e-6)):
+        layer = _windowed_layer(width, dtype=dtype)
+        bias = None if key_bias is None else key_bias.to(dtype)
+        with torch.no_grad():
+            fast = layer(x.to(dtype), key_bias=bias)
+            reference = layer._forward(x.to(dtype), None, bias)
+        assert fast.dtype == dtype
+        torch.testing.assert_close(fast, reference, rtol=tol, atol=tol)
+
+
+def test_inference_layer_under_bfloat16_autocast_matches_the_training_forward():
+    layer = _windowed_layer(1.0)
+    x = torch.randn(2, 6, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fast, reference = layer(x), layer._forward(x, None, None)
+    assert fast.dtype == reference.dtype
+    torch.testing.assert_close(fast.float(), reference.float(), rtol=0, atol=2e-2)  # both bfloat16 arithmetic
+
+
+def test_training_and_grad_paths_do_not_take_the_inference_layer(monkeypatch):
+    from prvr.models.parallel_gmm import WindowedLayer
+    layer = _windowed_layer(1.0)
+    monkeypatch.setattr(WindowedLayer, "_infer", lambda *a: pytest.fail("inference path with autograd or dropout"))
+    x = torch.randn(2, 6, 16, requires_grad=True)
+    layer(x).sum().backward()  # eval mode, autograd on
+    layer.train()
+    with torch.no_grad():
+        layer(x)  # training mode (dropout), autograd off
+
+
+def test_whole_model_inference_matches_the_reference_path(monkeypatch):
+    """gmmformer_v2 with token merging (log-size key bias in the clip block): encode_videos through _infer
+    vs through _forward, with oneDNN linears or without."""
+    from prvr.config import ModelConfig, MergingConfig
+    from prvr.models import attention, create_model
+    from prvr.models.parallel_gmm import WindowedLayer
+    cfg = ModelConfig(name="gmmformer_v2", input_dim=12, hidden=16, heads=2, frame_tokens=8, clip_tokens=4,
+                      merging=MergingConfig(enabled=True, stages=(6, 4)))
+    model = create_model(cfg, seed=3).eval()
+    frames = torch.randn(5, 8, 12, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        fast = model.encode_videos(frames)
+        monkeypatch.setitem(attention._ONEDNN_LINEAR, "usable", False)
+        mkl = model.encode_videos(frames)
+        monkeypatch.setattr(WindowedLayer, "_infer", lambda self, x, key_bias: self._forward(x, None, key_bias))
+        reference = model.encode_videos(frames)
+    for key in ("frame_tokens", "clip_tokens"):
+        torch.testing.assert_close(fast[key], reference[key], rtol=2e-6, atol=2e-6)
+        torch.testing.assert_close(mkl[key], reference[key], rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_inference_linear_matches_f_linear(relu, bias):
+    from prvr.models.attention import inference_linear
+    g = torch.Generator().manual_seed(5)
+    x, w, b = torch.randn(37, 24, generator=g), torch.randn(19, 24, generator=g), torch.randn(19, generator=g)
+    expected = torch.nn.functional.linear(x, w, b if bias else None)
+    expected = expected.relu() if relu else expected
+    with torch.no_grad():
+        out = inference_linear(x, w, b if bias else None, relu=relu)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert (out >= 0).all() if relu else (out < 0).any()
+    xg = x.clone().requires_grad_()  # autograd on: F.linear, whose gradient exists
+    inference_linear(xg, w, b, relu=relu).sum().backward()
+    assert xg.grad is not None and xg.grad.abs().sum() > 0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert inference_linear(x, w, b).dtype == torch.bfloat16  # autocast: F.linear in bfloat16
+
+
+def test_the_onednn_probe_leaves_the_global_rng_alone(monkeypatch):
+    """The first inference in a process probes oneDNN; training's dropout masks must not depend on
+    whether an evaluation ran before (the probe once drew from torch's generator)."""
+    from prvr.models import attention
+    monkeypatch.setitem(attention._ONEDNN_LINEAR, "usable", None)
+    torch.manual_seed(0)
+    before = torch.get_rng_state().clone()
+    with torch.no_grad():
+        attention.inference_linear(torch.ones(2, 3), torch.ones(4, 3), None)
+    assert attention._ONEDNN_LINEAR["usable"] is not None
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("name", ["gmmformer_v2", "gmmformer_v2_lite"])
+def test_eval_encoders_without_autograd_match_the_autograd_forward(name):
+    """Outside autograd every nn.Linear of attention.py's modules (MultiHeadAttention, the lite model's
+    GaussianMixtureAttention, FeedForward) goes through inference_linear; with autograd on they are
+    nn.Linear as in training: the two agree to float32 rounding, queries and videos."""
+    from prvr.config import ModelConfig
+    from prvr.models import create_model
+    model = create_model(ModelConfig(name=name, input_dim=12, hidden=16, heads=2, frame_tokens=8,
+                                     clip_tokens=4, max_query_len=7), seed=6).eval()
+    for p in model.parameters():
+        p.data.mul_(3)  # beyond BERT's small init, so that every linear matters
+    g = torch.Generator().manual_seed(7)
+    frames, feats = torch.randn(3, 8, 12, generator=g), torch.randn(4, 7, 12, generator=g)
+    mask = torch.arange(7)[None, :] < torch.tensor([2, 7, 4, 5])[:, None]
+    with torch.no_grad():
+        fast = {**model.encode_videos(frames), **model.encode_queries(feats, mask)}
+    with torch.enable_grad():
+        reference = {**model.encode_videos(frames), **model.encode_queries(feats, mask)}
+    for key in ("frame_tokens", "clip_tokens", "query"):
+        torch.testing.assert_close(fast[key], reference[key].detach(), rtol=5e-6, atol=5e-6, msg=key)

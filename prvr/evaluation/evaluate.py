@@ -13,8 +13,22 @@ cfg.batch_size at a time (a cache-backed dataset reads only that batch's rows), 
 computed query_chunk queries at a time in cache-sized blocks (prvr_scores_chunked: never a
 (Q, V, tokens) tensor) and ranked in row chunks (metrics.rank_counts). What is held whole: the
 encoded tokens (V x (Nc + Nf) x H float32), the encoded queries (Q x H) and the (Q, V) float64 scores.
+
+Speed: on CPU the model sees at most CPU_MODEL_VIDEOS videos per call whatever cfg.batch_size is, so
+its intermediate tensors (the FFN's (B * Nf, 4H) at the paper's shape: 25 MB for 32 videos) stay
+small enough for the allocator to reuse them; larger calls page-fault fresh memory in every layer
+(measured at 1 thread, the paper's model on 2,179 videos: 28 s of system time at 128 videos per call,
+21 s at 64, 8 s at 32, 4 s at 16, 0.3 s with glibc told never to return memory; user time 116 s in
+each case; bench/bench_scale.py --model-videos). Every video is encoded alone (nothing mixes videos),
+so the split only changes how a matrix product is blocked: float32 rounding.
+
+Precision (cfg.precision, config eval.precision): "float32", or "bfloat16": the model runs under
+torch.autocast in bfloat16 (CPU or CUDA); its outputs are cast to float32, scored in float32 and
+ranked in float64 as in float32 mode.
 """
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import torch
@@ -26,6 +40,26 @@ from prvr.evaluation import model_scores, scoring
 from prvr.models.base import MAX_CLIP_AND_FRAME
 
 
+CPU_MODEL_VIDEOS = 32  # videos per model call on CPU (see the module docstring)
+PRECISIONS = ("float32", "bfloat16")
+
+
+def encoding_precision(precision: str, device: str):
+    """Context for encoding at `precision`: nothing for float32, bfloat16 autocast on the device."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"eval.precision: unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
+    if precision == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+
+def _model_batches(frames: torch.Tensor, device: str):
+    """The (B, Nf, D) batch in pieces of at most CPU_MODEL_VIDEOS videos on CPU (whole elsewhere)."""
+    if torch.device(device).type != "cpu":
+        return (frames,)
+    return frames.split(CPU_MODEL_VIDEOS)
+
+
 def score_branches(model):
     """The model's ScoreBranch pair (the MSC models' clip and frame max branches by default)."""
     return getattr(model, "score_branches", MAX_CLIP_AND_FRAME)
@@ -34,35 +68,43 @@ def score_branches(model):
 @torch.no_grad()
 def encode_videos(model, dataset: PRVRDataset, batch_size: int, device: str,
                   keys: tuple[str, ...] = ("clip_tokens", "frame_tokens"),
-                  optional: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+                  optional: tuple[str, ...] = (), precision: str = "float32") -> dict[str, torch.Tensor]:
     """Encode every video of the split in chunks: the model outputs named by `keys`, stacked over
     videos, e.g. clip_tokens (V, Nc, H), frame_tokens (V, Nf, H), frame_to_clip (V, Nf); those named
-    by `optional` only where the model has them (e.g. DL-DKD has no clip tokens)."""
+    by `optional` only where the model has them (e.g. DL-DKD has no clip tokens). Floating outputs
+    are float32 whatever `precision` ("float32" or "bfloat16") the model ran at."""
     parts: dict[str, list[torch.Tensor]] = {key: [] for key in keys + optional}
-    for start in range(0, len(dataset), batch_size):
-        frames = torch.from_numpy(np.array(dataset.frames[start:start + batch_size], dtype=np.float32)).to(device)
-        out = model.encode_videos(frames)
-        for key in parts:
-            if key in optional and key not in out:
-                continue
-            value = out[key]
-            parts[key].append((value.float() if value.is_floating_point() else value).cpu())
+    with encoding_precision(precision, device):
+        for start in range(0, len(dataset), batch_size):
+            frames = torch.from_numpy(np.array(dataset.frames[start:start + batch_size], dtype=np.float32)).to(device)
+            for piece in _model_batches(frames, device):
+                _append_outputs(parts, model.encode_videos(piece), optional)
     return {k: torch.cat(v) for k, v in parts.items() if v}
+
+
+def _append_outputs(parts: dict[str, list[torch.Tensor]], out: dict, optional: tuple[str, ...]) -> None:
+    for key in parts:
+        if key in optional and key not in out:
+            continue
+        value = out[key]
+        parts[key].append((value.float() if value.is_floating_point() else value).cpu())
 
 
 @torch.no_grad()
 def encode_queries(model, dataset: PRVRDataset, batch_size: int, device: str,
-                   keys: tuple[str, ...] | None = None):
+                   keys: tuple[str, ...] | None = None, precision: str = "float32"):
     """Encode every caption of the split in chunks, in `dataset.index.caption_ids` order: the query
-    vectors (Q, H), or with `keys` a dict of those encode_queries outputs, each (Q, H)."""
+    vectors (Q, H), or with `keys` a dict of those encode_queries outputs, each (Q, H), float32
+    whatever `precision` the model ran at."""
     ids = dataset.index.caption_ids
     parts: dict[str, list[torch.Tensor]] = {key: [] for key in (keys or ("query",))}
-    for start in range(0, len(ids), batch_size):
-        feats, mask = pad_queries([dataset.queries[c] for c in ids[start:start + batch_size]])
-        out = model.encode_queries(feats.to(device), mask.to(device))
-        out = out if isinstance(out, dict) else {"query": out}
-        for key in parts:
-            parts[key].append(out[key].float().cpu())
+    with encoding_precision(precision, device):
+        for start in range(0, len(ids), batch_size):
+            feats, mask = pad_queries([dataset.queries[c] for c in ids[start:start + batch_size]])
+            out = model.encode_queries(feats.to(device), mask.to(device))
+            out = out if isinstance(out, dict) else {"query": out}
+            for key in parts:
+                parts[key].append(out[key].float().cpu())
     stacked = {k: torch.cat(v) for k, v in parts.items()}
     return stacked if keys else stacked["query"]
 
@@ -72,13 +114,16 @@ def split_scores(model, dataset: PRVRDataset, cfg: EvalConfig, device: str = "cp
     """Score matrix (Q, V) float64 over the split and each query's relevant video index (Q,).
 
     Scores are the model's score branches (prvr_scores's for the MSC models), computed query_chunk
-    (default scoring.QUERY_CHUNK) queries at a time (model_scores.model_scores_chunked)."""
+    (default scoring.QUERY_CHUNK) queries at a time (model_scores.model_scores_chunked) in float32
+    from encodings made at cfg.precision."""
     branches = score_branches(model)
     was_training = model.training
     model.eval()
     try:
-        videos = encode_videos(model, dataset, cfg.batch_size, device, model_scores.video_keys(branches))
-        queries = encode_queries(model, dataset, cfg.batch_size, device, model_scores.query_keys(branches))
+        videos = encode_videos(model, dataset, cfg.batch_size, device, model_scores.video_keys(branches),
+                               precision=cfg.precision)
+        queries = encode_queries(model, dataset, cfg.batch_size, device, model_scores.query_keys(branches),
+                                 precision=cfg.precision)
     finally:
         model.train(was_training)
     scores = model_scores.model_scores_chunked(queries, videos, branches, (cfg.w_clip, cfg.w_frame),

@@ -264,7 +264,9 @@ def prvr_scores_chunked(query: torch.Tensor, clip_tokens: torch.Tensor, frame_to
     `branch_scores_chunked` (prvr_scores's arithmetic element by element, its tie fallback included),
     fused in float32 as prvr_scores does. The one difference left is the matrix product's blocking: a
     BLAS may sum a dot product in another order for another matrix shape, i.e. differ in the last bit
-    (float32 rounding), which can reorder only candidates whose scores are that close.
+    (float32 rounding), which can reorder only candidates whose scores are that close. (oneDNN's linear,
+    faster than MKL for the model's fixed weights, took twice MKL's time here: it repacks the token
+    block, new at every call, as a weight.)
     """
     _check_shapes(query, clip_tokens)
     _check_shapes(query, frame_tokens)

@@ -24,6 +24,13 @@ follow the video's real time axis (a documented deviation).
     attn = GaussianMixtureAttention(hidden=64, heads=4, widths=(0.5, 1.0), dropout=0.1)
     block = TransformerLayer(attn, hidden=64, dropout=0.1)
     y = block(x)                       # x: (B, N, 64) -> (B, N, 64)
+
+Speed and memory helpers shared by the layers (they change no number beyond float32 rounding):
+`inference_linear` (a linear layer outside autograd; oneDNN's fused kernel on CPU, measured 10-20 %
+faster than MKL's sgemm on this project's AMD EPYC machine) and activation checkpointing
+(`enable_activation_checkpointing`, train.activation_checkpointing): a layer class that declares
+`activation_checkpointing = False` and runs its forward through `checkpointed` can have its activations
+recomputed in the backward pass instead of kept.
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from prvr.models.dropout import Dropout
 
@@ -102,11 +110,11 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
                 sizes: torch.Tensor | None = None) -> torch.Tensor:
         b, n, h = x.shape  # (B, N, H)
-        q, k, v = (_split_heads(t, self.heads) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = (_split_heads(t, self.heads) for t in _project(self.qkv, x).chunk(3, dim=-1))
         bias = key_bias(key_padding_mask, sizes, q.dtype)  # q.dtype: also right under autocast
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
                                            dropout_p=self.dropout if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(b, n, h))  # (B, N, H)
+        return _project(self.out, y.transpose(1, 2).reshape(b, n, h))  # (B, N, H)
 
     def forward_packed(self, x: torch.Tensor, token_index: torch.Tensor,
                        key_padding_mask: torch.Tensor) -> torch.Tensor:
@@ -114,14 +122,14 @@ class MultiHeadAttention(nn.Module):
         key_padding_mask is True, token_index (T,) their flat positions b * N + n. Projections run
         on the T valid tokens only; the attention itself is padded. Returns (T, H)."""
         b, n = key_padding_mask.shape
-        qkv = self.qkv(x)  # (T, 3H)
+        qkv = _project(self.qkv, x)  # (T, 3H)
         padded = qkv.new_zeros(b * n, qkv.shape[1]).index_copy(0, token_index, qkv)  # (B*N, 3H)
         q, k, v = (_split_heads(t, self.heads) for t in padded.view(b, n, -1).chunk(3, dim=-1))
         bias = key_bias(key_padding_mask, None, q.dtype)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
                                            dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(b * n, -1)[token_index]  # (T, H) valid rows only
-        return self.out(y)
+        return _project(self.out, y)
 
 
 class GaussianMixtureAttention(nn.Module):
@@ -163,7 +171,7 @@ class GaussianMixtureAttention(nn.Module):
                 sizes: torch.Tensor | None = None) -> torch.Tensor:
         b, n, h = x.shape  # (B, N, H)
         k_win = self.windows
-        q, k, v = (_split_heads(t, k_win * self.heads) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = (_split_heads(t, k_win * self.heads) for t in _project(self.qkv, x).chunk(3, dim=-1))
         bias = self.window_bias(n, sizes, x.device, q.dtype)  # q.dtype: also right under autocast
         extra = key_bias(key_padding_mask, sizes, q.dtype)  # (B, 1, 1, N) or None
         if extra is not None:
@@ -173,7 +181,7 @@ class GaussianMixtureAttention(nn.Module):
         # (B, K * heads, N, d) -> (B, N, K, H): window k's multi-head output at each token
         y = y.view(b, k_win, self.heads, n, -1).permute(0, 3, 1, 2, 4).reshape(b, n, k_win, h)
         weights = self.window_score(y).softmax(dim=2)  # (B, N, K, 1)
-        return self.out((weights * y).sum(dim=2))  # (B, N, H)
+        return _project(self.out, (weights * y).sum(dim=2))  # (B, N, H)
 
 
 class FeedForward(nn.Module):
@@ -185,11 +193,74 @@ class FeedForward(nn.Module):
                                  Dropout(dropout), nn.Linear(expansion * hidden, hidden))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        if self.training:
+            return self.net(x)
+        first, last = self.net[0], self.net[3]  # eval: dropout is the identity
+        return _project(last, inference_linear(x, first.weight, first.bias, relu=True))
+
+
+_ONEDNN_LINEAR = {"usable": None}  # probed on first use: a private op of torch (inductor's CPU linear)
+
+
+def _onednn_linear_usable() -> bool:
+    """Whether torch.ops.mkldnn._linear_pointwise exists here and agrees with F.linear."""
+    if _ONEDNN_LINEAR["usable"] is None:
+        try:
+            # fixed values, not torch.randn: the probe must not move the global RNG (training's dropout)
+            x = torch.linspace(-1, 1, 15).view(3, 5)
+            w, b = torch.linspace(1, -0.5, 20).view(4, 5), torch.linspace(-0.2, 0.3, 4)
+            out = torch.ops.mkldnn._linear_pointwise(x, w, b, "relu", [], "")
+            _ONEDNN_LINEAR["usable"] = bool(torch.allclose(out, F.linear(x, w, b).relu(), atol=1e-5))
+        except (AttributeError, RuntimeError, NotImplementedError):
+            _ONEDNN_LINEAR["usable"] = False
+    return _ONEDNN_LINEAR["usable"]
+
+
+def inference_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                     relu: bool = False) -> torch.Tensor:
+    """F.linear(x, weight, bias) (then ReLU with `relu`) outside autograd: (..., D) -> (..., O).
+
+    On CPU in float32 without autocast this is oneDNN's linear with the bias and ReLU fused (no
+    gradient: only when autograd is off); elsewhere F.linear. The two differ by float32 rounding."""
+    fast = (not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
+            and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and _onednn_linear_usable())
+    if fast:
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "relu" if relu else "none", [], "")
+    out = F.linear(x, weight, bias)
+    return out.relu_() if relu else out
+
+
+def _project(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """linear(x); an nn.Linear outside autograd goes through `inference_linear` (oneDNN on CPU)."""
+    if isinstance(linear, nn.Linear) and not torch.is_grad_enabled():
+        return inference_linear(x, linear.weight, linear.bias)
+    return linear(x)
+
+
+def checkpointed(layer: nn.Module, forward, *args):
+    """forward(*args); when layer.activation_checkpointing is set and autograd records, its
+    activations are recomputed in the backward pass (torch.utils.checkpoint, use_reentrant=False,
+    RNG state preserved: the same dropout masks, so the same loss and gradients)."""
+    if getattr(layer, "activation_checkpointing", False) and torch.is_grad_enabled():
+        return checkpoint(forward, *args, use_reentrant=False)
+    return forward(*args)
+
+
+def enable_activation_checkpointing(model: nn.Module) -> int:
+    """Turn recomputation on in every layer of `model` whose class supports it (declares
+    `activation_checkpointing`); returns how many layers. 0: the model has no such layer."""
+    layers = [m for m in model.modules() if hasattr(type(m), "activation_checkpointing")]
+    for layer in layers:
+        layer.activation_checkpointing = True
+    return len(layers)
 
 
 class TransformerLayer(nn.Module):
-    """Post-norm layer around any attention module: x = LN(x + attn(x)); x = LN(x + FFN(x))."""
+    """Post-norm layer around any attention module: x = LN(x + attn(x)); x = LN(x + FFN(x)).
+    `forward` supports activation checkpointing (`enable_activation_checkpointing`)."""
+
+    activation_checkpointing = False
 
     def __init__(self, attention: nn.Module, hidden: int, dropout: float):
         super().__init__()
@@ -201,6 +272,10 @@ class TransformerLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
                 sizes: torch.Tensor | None = None) -> torch.Tensor:
+        return checkpointed(self, self._forward, x, key_padding_mask, sizes)  # (B, N, H)
+
+    def _forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None,
+                 sizes: torch.Tensor | None) -> torch.Tensor:
         x = self.norm1(x + self.drop(self.attention(x, key_padding_mask=key_padding_mask,
                                                     sizes=sizes)))
         return self.norm2(x + self.drop(self.ffn(x)))  # (B, N, H)
@@ -252,5 +327,6 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
 
 
 __all__ = ["AttentionPooling", "FeedForward", "GaussianMixtureAttention", "MultiHeadAttention",
-           "TransformerLayer", "gaussian_log_prior", "init_weights", "key_bias", "token_centres",
-           "uniform_centres", "GAUSS_WIDTH_DIVISOR"]
+           "TransformerLayer", "checkpointed", "enable_activation_checkpointing", "gaussian_log_prior",
+           "inference_linear", "init_weights", "key_bias", "token_centres", "uniform_centres",
+           "GAUSS_WIDTH_DIVISOR"]

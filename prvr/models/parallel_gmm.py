@@ -21,9 +21,17 @@ giving a summary s_k (B, H) per layer; an MLP maps s_k to one logit per position
 a[b, n, k] = (W2 drop(relu(W1 s_k)))[n] (W2: H -> N, so the block is tied to N tokens), and
 
     out[b, n] = sum_k softmax_k(a[b, n, :] / T)[k] * out_k[b, n],    T = fusion temperature (0.09).
+
+Speed and memory (the same numbers to float32 rounding): in inference (eval mode, autograd off) a
+`WindowedLayer` runs `_infer`: one projection for q, k and v, attention head by head on strided views
+(no copies), the window and scale applied in place, the linears through `inference_linear` (oneDNN
+with the bias and ReLU fused); each window is computed once per (N, width) and cached. In training,
+`activation_checkpointing` (set by train.activation_checkpointing through
+`attention.enable_activation_checkpointing`) recomputes each parallel layer in the backward pass.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -31,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prvr.models.attention import FeedForward, _split_heads
+from prvr.models.attention import FeedForward, _split_heads, checkpointed, inference_linear
 from prvr.models.dropout import Dropout
 
 MIN_WIDTH = 1e-2  # the released code clamps widths at 0.01 before dividing by 9
@@ -45,6 +53,13 @@ def gaussian_window(n_tokens: int, width: float, device=None) -> torch.Tensor:
     sigma = max(width, MIN_WIDTH) / WIDTH_DIVISOR
     log_g = -(grid[None, :] - centre[:, None]) ** 2 / (2 * sigma ** 2)  # (N, N)
     return (log_g - log_g.max(dim=-1, keepdim=True).values).exp()
+
+
+@functools.lru_cache(maxsize=128)
+def _cached_window(n_tokens: int, width: float, device: str) -> torch.Tensor:
+    """gaussian_window(n_tokens, width) computed once per (N, width, device); callers must not
+    modify it (every use multiplies it into another tensor)."""
+    return gaussian_window(n_tokens, width, torch.device(device))
 
 
 class WindowedAttention(nn.Module):
@@ -68,7 +83,7 @@ class WindowedAttention(nn.Module):
         k, v = (_split_heads(t, self.heads) for t in self.key_value(keys).chunk(2, dim=-1))
         logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, heads, Nq, N)
         if self.width is not None:
-            logits = logits * gaussian_window(keys.shape[1], self.width, keys.device).to(logits.dtype)
+            logits = logits * _cached_window(keys.shape[1], self.width, str(keys.device)).to(logits.dtype)
         if key_bias is not None:
             logits = logits + key_bias  # (B, 1, 1, N)
         attended = self.drop(logits.softmax(dim=-1)) @ v  # (B, heads, Nq, d)
@@ -96,7 +111,10 @@ class WindowedAttention(nn.Module):
 
 class WindowedLayer(nn.Module):
     """Post-norm transformer layer around `WindowedAttention` (their BertAttention /
-    BertCrossAttention): x = LN1(x + drop(attn)), x = LN2(x + drop(FFN(x)))."""
+    BertCrossAttention): x = LN1(x + drop(attn)), x = LN2(x + drop(FFN(x))).
+    Self-attention in inference takes `_infer`; `forward` supports activation checkpointing."""
+
+    activation_checkpointing = False  # attention.enable_activation_checkpointing sets it
 
     def __init__(self, hidden: int, heads: int, dropout: float, width: float | None = None,
                  ffn_expansion: int = 4):
@@ -110,8 +128,41 @@ class WindowedLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, keys: torch.Tensor | None = None,
                 key_bias: torch.Tensor | None = None) -> torch.Tensor:
+        if keys is None and not self.training and not torch.is_grad_enabled():
+            return self._infer(x, key_bias)
+        return checkpointed(self, self._forward, x, keys, key_bias)  # (B, Nq, H)
+
+    def _forward(self, x: torch.Tensor, keys: torch.Tensor | None,
+                 key_bias: torch.Tensor | None) -> torch.Tensor:
         attended = self.attention(x, x if keys is None else keys, key_bias)
         return self._finish(x, attended)  # (B, Nq, H)
+
+    @torch.no_grad()
+    def _infer(self, x: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
+        """`_forward(x, None, key_bias)` without dropout or autograd, in fewer passes over memory:
+        q, k, v from one projection, per head (B, N, d) strided views straight into bmm, logits
+        scaled and windowed in place, linears through `inference_linear`. (B, N, H) -> (B, N, H)."""
+        attention, ffn = self.attention, self.ffn.net
+        b, n, h = x.shape
+        heads = attention.heads
+        d = h // heads
+        weight = torch.cat([attention.query.weight, attention.key_value.weight])  # (3H, H)
+        bias = torch.cat([attention.query.bias, attention.key_value.bias])
+        qkv = inference_linear(x.reshape(b * n, h), weight, bias).view(b, n, 3, heads, d)
+        window = None if attention.width is None else _cached_window(n, attention.width, str(x.device))
+        per_head = []
+        for i in range(heads):
+            logits = torch.bmm(qkv[:, :, 0, i], qkv[:, :, 1, i].transpose(1, 2))  # (B, N, N)
+            logits.div_(math.sqrt(d))
+            if window is not None:
+                logits.mul_(window.to(logits.dtype))
+            if key_bias is not None:  # out of place: promotes as _forward does under autocast
+                logits = logits + key_bias[:, 0]  # (B, 1, N)
+            per_head.append(torch.bmm(logits.softmax(dim=-1), qkv[:, :, 2, i]))  # (B, N, d)
+        y = self.norm1(x + torch.cat(per_head, dim=-1))  # (B, N, H)
+        hidden = inference_linear(y.reshape(b * n, h), ffn[0].weight, ffn[0].bias, relu=True)
+        out = inference_linear(hidden, ffn[3].weight, ffn[3].bias).view(b, n, h)
+        return self.norm2(y.add_(out))  # y is this layer's own tensor; float32 under autocast too
 
     def forward_from_token(self, token: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """The layer for one shared query token (1, 1, H) over M key sequences (M, N, H) -> (M, 1, H);

@@ -47,7 +47,7 @@ MSC_ROWS = [n for n in CFG.main_table if ABLATIONS[n].model.name.startswith("gmm
 COMPARE_ROWS = [MSC_ROWS[0], MSC_ROWS[-1]] if len(MSC_ROWS) > 1 else []
 SPLITS = ["train", "val", "test"]
 DEMO = CFG.dataset == "demo"
-RELEASED = CFG.data.videos == "released_features"
+RELEASED = CFG.data.videos in ("released_features", "released_bigfile")  # features come ready-made
 SOURCE = CFG.data.videos
 
 

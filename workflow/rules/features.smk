@@ -1,7 +1,7 @@
 # Stage 3: decode (decord or PyAV) and encode (open_clip) per shard of the dataset's video list, so no
 # decoded frames are kept on disk; merge shards into the authors' HDF5 layout; encode every caption's
-# tokens. With data.videos: released_features, the authors' HDF5 files are validated and imported instead.
-
+# tokens. With data.videos: released_features, the authors' HDF5 files are validated and imported instead;
+# with released_bigfile, MS-SL's BigFile folder and RoBERTa caption HDF5 (the I3D-feature baselines).
 
 if not RELEASED:
 
@@ -60,6 +60,23 @@ if not RELEASED:
             "../../envs/features.yaml"
         script:
             "../scripts/text_features.py"
+
+elif SOURCE == "released_bigfile":
+
+    rule import_bigfile:
+        input:
+            captions=expand(f"{DATA}/captions/{{split}}.caption.txt", split=SPLITS),
+            bigfile_dir=config["data"]["released_bigfile_dir"],
+            text_h5=config["data"]["released_text_h5"],
+        output:
+            video_feats=f"{DATA}/features/video_feats.h5",
+            text_feats=f"{DATA}/features/text_feats.h5",
+        log:
+            "logs/import_bigfile.log",
+        conda:
+            "../../envs/features.yaml"
+        script:
+            "../scripts/import_bigfile.py"
 
 else:
 

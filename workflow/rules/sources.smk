@@ -1,5 +1,6 @@
 # Where a benchmark's videos come from (config data.videos): downloads are local rules (the login node
-# on SLURM); a user directory of videos or of frame folders needs no rule.
+# on SLURM); a user directory of videos or of frame folders needs no rule, nor do released features
+# (released_features, released_bigfile: imported by features.smk, never decoded).
 
 
 rule download_archive:

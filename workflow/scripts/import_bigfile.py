@@ -1,0 +1,18 @@
+"""Snakemake step: validate MS-SL's BigFile folder and RoBERTa caption HDF5 against every split, import them."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # prvr importable without installing it (conda envs)
+from prvr.pipeline import run_step  # noqa: E402
+
+from prvr.data.bigfile import import_bigfile_release  # noqa: E402
+
+
+def main(smk, cfg):
+    captions = {Path(p).name.split(".")[0]: Path(p) for p in smk.input.captions}
+    print(import_bigfile_release(smk.input.bigfile_dir, smk.input.text_h5, captions, Path(smk.output.video_feats),
+                                 Path(smk.output.text_feats), input_dim=cfg.model.input_dim,
+                                 video_prefix=cfg.data.released_video_prefix, progress=True))
+
+
+run_step(snakemake, main)
