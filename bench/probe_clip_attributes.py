@@ -12,8 +12,12 @@ majority-class rate: an attribute at the majority rate is invisible to the featu
 A mean of frame features cannot show motion, so a second video probe sees the event as a sequence:
 its first, middle and last inside frame tokens (normalised), last - first, middle - first and their
 standard deviation over the event, concatenated ("video seq."): motion is visible there when the
-frame features carry position, size and visibility. The text probe cannot beat the share of captions
-that name the attribute (captions leave colour, scene and size out at random), printed as "named".
+frame features carry position, size, angle and visibility. The text probe cannot beat the share of
+captions that name the attribute, printed as "named".
+
+Below the table, the corpus itself (test split): how much of its video a caption's moment covers,
+and in how many videos a caption's shape, colour, motion and scene occur somewhere ("as a bag",
+what whole-video matching sees) against in one event (what moment matching sees).
 """
 from __future__ import annotations
 
@@ -49,13 +53,14 @@ def sequence_features(frame_tokens: np.ndarray, moments, keep: np.ndarray) -> np
 
 def names(caption: str, attr: str, value: str) -> bool:
     """Does the caption name this value of the attribute (any surface form)?"""
-    text = f" {caption.lower().rstrip('.')} "
+    text = f" {caption.lower().rstrip('.').replace(',', ' ')} "
     return any(f" {form} " in text for form in SURFACE[attr][value])
 
 
-def split_events(cfg, data: Path, split: str):
-    """Video-side mean (E, D) and sequence (E, 6 D), text-side (E, D) embeddings of a split's events,
-    their labels and captions."""
+def split_events(cfg, data: Path, split: str) -> dict:
+    """A split's events: video-side mean (E, D) and sequence (E, 6 D), text-side (E, D) embeddings,
+    labels {attribute: (E,)}, captions, and per caption (all of the split's) its video and moment
+    fraction."""
     annotations, labels_file = data / f"annotations/{split}.jsonl", data / "annotations/event_labels.jsonl"
     _, _, _, dataset, moments = _analysis_inputs(None, cfg, annotations, data / f"captions/{split}.caption.txt",
                                                  data / "features/video_feats.h5",
@@ -64,11 +69,29 @@ def split_events(cfg, data: Path, split: str):
     labels = event_labels(rows, labels_file)
     emb = split_embeddings(None, dataset)
     video, keep = event_embeddings(emb["frame_tokens"], moments)
-    sequence = sequence_features(emb["frame_tokens"], moments, keep)
     ids = [dataset.index.caption_ids[i] for i in keep]
     captions = {q.caption_id: q.desc for q in rows}
-    return (video, sequence, emb["queries"][keep], {a: np.array([labels[c][a] for c in ids]) for a in ATTRIBUTES},
-            [captions[c] for c in ids])
+    return {"video": video, "sequence": sequence_features(emb["frame_tokens"], moments, keep),
+            "text": emb["queries"][keep], "labels": {a: np.array([labels[c][a] for c in ids]) for a in ATTRIBUTES},
+            "captions": [captions[c] for c in ids],
+            "all_labels": {q.caption_id: (q.vid, labels[q.caption_id]) for q in rows},
+            "fractions": np.array([(q.end - q.start) / q.duration for q in rows])}
+
+
+def bag_and_moment_matches(all_labels: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per caption: videos holding its shape, colour, motion and scene somewhere (as a bag), and
+    videos holding them in one event."""
+    fields = ("shape", "colour", "motion", "scene")
+    bags, events = {}, {}
+    for vid, label in all_labels.values():
+        bag = bags.setdefault(vid, {f: set() for f in fields})
+        for f in fields:
+            bag[f].add(label[f])
+        events.setdefault(vid, set()).add(tuple(label[f] for f in fields))
+    keys = [tuple(label[f] for f in fields) for _, label in all_labels.values()]
+    as_bag = [sum(all(v in bag[f] for f, v in zip(fields, key)) for bag in bags.values()) for key in keys]
+    in_event = [sum(key in e for e in events.values()) for key in keys]
+    return np.array(as_bag), np.array(in_event)
 
 
 def probe(train_x, train_y, test_x, test_y) -> float:
@@ -86,16 +109,22 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config(args.config)
     train, test = (split_events(cfg, Path(args.data), s) for s in ("train", "test"))
-    print(f"{len(train[0])} train events, {len(test[0])} test events; features {args.data}/features\n")
+    print(f"{len(train['video'])} train events, {len(test['video'])} test events; features {args.data}/features\n")
     print("| attribute | classes | majority rate | video probe | video seq. probe | text probe | named |\n"
           "|---|---|---|---|---|---|---|")
     for attr in ATTRIBUTES:
-        y_train, y_test = train[3][attr], test[3][attr]
+        y_train, y_test = train["labels"][attr], test["labels"][attr]
         values, counts = np.unique(y_test, return_counts=True)
-        video, sequence, text = (probe(train[k], y_train, test[k], y_test) for k in range(3))
-        named = np.mean([names(c, attr, v) for c, v in zip(test[4], y_test)])
+        video, sequence, text = (probe(train[k], y_train, test[k], y_test) for k in ("video", "sequence", "text"))
+        named = np.mean([names(c, attr, v) for c, v in zip(test["captions"], y_test)])
         print(f"| {attr} | {len(values)} | {counts.max() / counts.sum():.2f} | {video:.2f} | {sequence:.2f} "
               f"| {text:.2f} | {named:.2f} |")
+    fractions = test["fractions"]
+    as_bag, in_event = bag_and_moment_matches(test["all_labels"])
+    print(f"\ntest moments: {100 * fractions.mean():.1f} % of their video on average, median "
+          f"{100 * np.median(fractions):.1f} %; a caption's shape, colour, motion and scene occur in "
+          f"{as_bag.mean():.1f} test videos as a bag (unique for {100 * np.mean(as_bag == 1):.0f} % of captions), "
+          f"in one event of {in_event.mean():.2f} (unique for {100 * np.mean(in_event == 1):.0f} %)")
 
 
 if __name__ == "__main__":

@@ -38,8 +38,9 @@ class CorpusConfig:
     n_val: int = 100
     n_test: int = 200
     min_events: int = 3
-    max_events: int = 8
+    max_events: int = 6
     event_seconds: tuple[float, float] = (2.0, 5.0)
+    gap_seconds: tuple[float, float] = (0.0, 1.0)
     fps: int = 8
     size: int = 64
 
@@ -61,10 +62,11 @@ class ClipPretrainConfig:
     """In-DAG pretraining of the demo's tiny open_clip model on generated frames and captions."""
     seed: int = 1234
     n_pairs: int = 20000
-    epochs: int = 10
+    epochs: int = 8
     batch_size: int = 256
-    lr: float = 2e-3
+    lr: float = 5e-3
     weight_decay: float = 0.1
+    aux_weight: float = 1.0
 
 
 @dataclass

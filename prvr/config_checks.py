@@ -88,6 +88,9 @@ def _corpus(c):
     low, high = c.event_seconds
     yield "corpus.event_seconds", (None if math.isfinite(low) and math.isfinite(high) and 0 < low <= high
                                    else f"must be [low, high] with 0 < low <= high, got {list(c.event_seconds)}")
+    low, high = c.gap_seconds
+    yield "corpus.gap_seconds", (None if math.isfinite(low) and math.isfinite(high) and 0 <= low <= high
+                                 else f"must be [low, high] with 0 <= low <= high, got {list(c.gap_seconds)}")
     yield "corpus.fps", _at_least(c.fps, 1)
     yield "corpus.size", _at_least(c.size, 16)
 
@@ -113,6 +116,7 @@ def _clip(c):
     yield "clip.pretrain.batch_size", _at_least(p.batch_size, 2)  # a contrastive batch needs a negative
     yield "clip.pretrain.lr", _positive(p.lr)
     yield "clip.pretrain.weight_decay", _non_negative(p.weight_decay)
+    yield "clip.pretrain.aux_weight", _non_negative(p.aux_weight)
 
 
 def _model(m):

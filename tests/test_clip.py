@@ -9,6 +9,7 @@ import torch
 from prvr.config import ClipPretrainConfig
 from prvr.features.clip import (ClipError, _builtin_name, _check_sources, _quick_gelu_for, encode_frames,
                                 encode_text_tokens, inference, load_clip, text_token_features)
+from prvr.features.attribute_heads import AttributeHeads
 from prvr.features.pretrain import _batches, pretrain_tiny_clip, report_path
 
 CAPTIONS = ["a man flips a pancake", "A large red hoop in the top left at night.", "dog", "a " * 100]
@@ -16,7 +17,7 @@ TINY_PRETRAIN = ClipPretrainConfig(seed=3, n_pairs=48, epochs=2, batch_size=16, 
 
 
 def fake_pairs(n, seed, image_size):
-    """Stand-in for prvr.data.synthetic.sample_pretraining_pairs: coloured frames, colour captions."""
+    """Stand-in for prvr.data.pretraining_pairs.sample_pretraining_pairs: coloured frames, colour captions."""
     rng = np.random.default_rng(seed)
     colours = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
     names = rng.choice(list(colours), size=n)
@@ -24,6 +25,15 @@ def fake_pairs(n, seed, image_size):
     for frame, name in zip(frames, names):
         frame[8:24, 8:24] = colours[name]
     return frames, [f"a {name} square" for name in names]
+
+
+def fake_pairs_with_labels(n, seed, image_size):
+    """fake_pairs and their attributes: the colour (shown and named) and where the square sits."""
+    frames, captions = fake_pairs(n, seed, image_size)
+    colour = np.array([["red", "green", "blue"].index(c.split()[1]) for c in captions])
+    geometry = np.tile(np.array([[0.5, 0.5, np.log(0.25), np.nan, np.nan]], np.float32), (n, 1))
+    geometry[::2, 0] = 0.4  # a column that varies, so it can be standardised
+    return frames, captions, {"image_colour": colour, "text_colour": colour, "image_geometry": geometry}
 
 
 @pytest.fixture(scope="module")
@@ -224,15 +234,54 @@ def test_pretraining_is_deterministic_and_loadable(tmp_path):
     assert not np.allclose(encode_frames(trained, frames), encode_frames(untrained, frames))
 
 
-def test_batches_keep_groups_of_hard_negatives_whole():
-    """Pairs come in groups (sample_pretraining_pairs.group): a batch holds whole groups, shuffled."""
-    batches = _batches(43, 16, torch.Generator().manual_seed(0), group=8)  # 5 full groups + 3 pairs
-    assert sorted(torch.cat(batches).tolist()) == list(range(43))  # 6 groups, 2 a batch: all used once
-    for batch in batches:
-        starts = {int(i) // 8 for i in batch}
-        assert len(starts) == 2 and sorted(batch.tolist()) == [i for s in sorted(starts)
-                                                              for i in range(8 * s, min(8 * s + 8, 43))]
-    again = _batches(43, 16, torch.Generator().manual_seed(0), group=8)
-    assert all(torch.equal(a, b) for a, b in zip(batches, again))
-    plain = _batches(10, 4, torch.Generator().manual_seed(0))  # group 1: a plain shuffle
-    assert torch.equal(torch.cat(plain), torch.randperm(10, generator=torch.Generator().manual_seed(0))[:8])
+def test_batches_are_a_seeded_shuffle_without_the_last_partial_batch():
+    batches = _batches(10, 4, torch.Generator().manual_seed(0))
+    assert [len(b) for b in batches] == [4, 4]
+    assert torch.equal(torch.cat(batches), torch.randperm(10, generator=torch.Generator().manual_seed(0))[:8])
+    assert sorted(_batches(3, 4, torch.Generator())[0].tolist()) == [0, 1, 2]  # fewer pairs than a batch: one
+    assert _batches(0, 4, torch.Generator()) == []
+
+
+def test_attribute_heads_loss_by_hand():
+    """Cross-entropy over the labelled rows of each class head (-1 skipped), MSE over the known
+    (non-NaN) standardised geometry entries; image_* heads read the image, text_* the text."""
+    torch.manual_seed(0)
+    labels = {"image_colour": np.array([0, 1, 2, 1]), "text_colour": np.array([0, -1, 2, 1]),
+              "image_geometry": np.array([[0.2, 1.0], [0.4, np.nan], [0.6, 3.0], [0.8, 2.0]], np.float32)}
+    heads = AttributeHeads(4, labels)
+    image, text = (torch.nn.functional.normalize(torch.randn(4, 4), dim=1) for _ in range(2))
+    batch = {k: torch.from_numpy(v) for k, v in labels.items()}
+    terms = heads.terms(image, text, batch)
+    logits = heads.heads["text_colour"](text * 2.0)  # sqrt(4) = 2
+    keep = [0, 2, 3]
+    expected = -torch.log_softmax(logits[keep], dim=1)[range(3), torch.tensor([0, 2, 1])].mean()
+    assert torch.isclose(terms["text_colour"], expected)
+    assert torch.isclose(terms["image_colour"], torch.nn.functional.cross_entropy(
+        heads.heads["image_colour"](image * 2.0), batch["image_colour"]))
+    mean = torch.tensor([0.5, 2.0])
+    std = torch.tensor([np.std([0.2, 0.4, 0.6, 0.8]), np.std([1.0, 3.0, 2.0])], dtype=torch.float32) + 1e-6
+    target = (batch["image_geometry"] - mean) / std
+    error = (heads.geometry(image * 2.0) - target) ** 2
+    known = ~torch.isnan(target)
+    assert torch.isclose(terms["image_geometry"], error[known].mean())
+    scores = heads.scores(image, text, batch)
+    assert set(scores) == {"image_colour_acc", "text_colour_acc", "geometry_0_r2", "geometry_1_r2"}
+    assert scores["geometry_0_r2"] == pytest.approx(float((1 - error[:, 0].mean() / target[:, 0].var()).detach()), abs=1e-4)
+
+
+def test_pretraining_with_attribute_labels_adds_the_heads_loss_and_saves_only_clip(tmp_path):
+    """With labels and aux_weight > 0 the heads' loss joins training (other weights, per-epoch head
+    losses, held-out head scores in the report); the weights file holds open_clip's keys alone;
+    aux_weight 0 trains exactly as without labels."""
+    with_aux = ClipPretrainConfig(**{**TINY_PRETRAIN.__dict__, "aux_weight": 1.0})
+    report = pretrain_tiny_clip(with_aux, tmp_path / "aux.pt", n_heldout=32, pairs_fn=fake_pairs_with_labels)
+    assert len(report["aux_losses"]) == 2 and {"image_colour", "image_geometry"} <= set(report["aux_losses"][0])
+    assert 0 <= report["heldout"]["attributes"]["image_colour_acc"] <= 1
+    pretrain_tiny_clip(TINY_PRETRAIN, tmp_path / "plain.pt", n_heldout=32, pairs_fn=fake_pairs)
+    no_aux = ClipPretrainConfig(**{**TINY_PRETRAIN.__dict__, "aux_weight": 0.0})
+    pretrain_tiny_clip(no_aux, tmp_path / "zero.pt", n_heldout=32, pairs_fn=fake_pairs_with_labels)
+    aux, plain, zero = (torch.load(tmp_path / f"{n}.pt") for n in ("aux", "plain", "zero"))
+    assert aux.keys() == plain.keys() == zero.keys()
+    assert all(torch.equal(plain[k], zero[k]) for k in plain)
+    assert not all(torch.equal(plain[k], aux[k]) for k in plain)
+    load_clip("prvr-tiny-clip", str(tmp_path / "aux.pt"))  # open_clip's pretrained=<file> path

@@ -89,3 +89,12 @@ def test_key_table_in_config_readme_names_every_key():
     missing = [key for key in leaves(to_dict(Config()))
                if key not in named and not any(key.startswith(n[:-1]) for n in named if n.endswith(".*"))]
     assert missing == []
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"corpus": {"gap_seconds": [1.0, 0.5]}}, r"corpus.gap_seconds: must be \[low, high\] with 0 <= low <= high"),
+    ({"clip": {"pretrain": {"aux_weight": -1.0}}}, r"clip.pretrain.aux_weight: must be >= 0"),
+])
+def test_corpus_gap_and_aux_weight_are_checked(override, message):
+    with pytest.raises(ConfigError, match=message):
+        merge(Config(), override)

@@ -5,7 +5,7 @@ pixels. Positions are fractions of the frame side; images are float32 (H, W, 3) 
 `finish_frames` adds noise and converts to uint8.
 
     bg = scene_background("grass", rng, 64)                          # (64, 64, 3)
-    track = sample_track("left", n_frames=24, fps=8, rng=rng)
+    track = sample_track("left", n_frames=24, rng=rng)
     clip = render_clip(bg, "square", (215, 40, 35), 0.09, track)      # (24, 64, 64, 3)
 """
 from __future__ import annotations
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from prvr.data.vocabulary import SCENES
+
+DISTRACTOR_PROB = 0.7   # chance that a video (or a pretraining still) has a wandering grey dot
 
 
 @functools.lru_cache(maxsize=8)
@@ -100,13 +102,13 @@ def shape_mask(shape: str, cx: float, cy: float, radius: float, angle: float, si
     if shape == "square":
         return np.maximum(au, av) <= 0.8 * radius
     if shape == "diamond":                                             # elongated: not a rotated square
-        return au / (0.65 * radius) + av / radius <= 1.0
+        return au / (0.7 * radius) + av / (1.25 * radius) <= 1.0
     if shape == "cross":
         return ((au <= 0.3 * radius) & (av <= radius)) | ((av <= 0.3 * radius) & (au <= radius))
     if shape == "bar":
         return (au <= radius) & (av <= 0.35 * radius)
-    if shape == "triangle":                                            # apex up, edges at r/2 from centre
-        half = 0.5 * radius
+    if shape == "triangle":                                            # apex up, edges at 0.65 r from centre
+        half = 0.65 * radius
         return (v <= half) & (0.866 * u - 0.5 * v <= half) & (-0.866 * u - 0.5 * v <= half)
     raise ValueError(f"unknown shape {shape!r}")
 
@@ -126,10 +128,15 @@ def _linear(a: float, b: float, t: np.ndarray) -> np.ndarray:
     return a + (b - a) * t
 
 
-def sample_track(motion: str, n_frames: int, fps: int, rng: np.random.Generator) -> Track:
-    """Random trajectory of one event of `motion` lasting `n_frames` frames."""
+def sample_track(motion: str, n_frames: int, rng: np.random.Generator, rotation_order: int = 1) -> Track:
+    """Random trajectory of one event of `motion` lasting `n_frames` frames.
+
+    Repeated motions repeat a set number of times per event (1-2 bounces or blinks, one loop),
+    whatever its length, so an event's few frame tokens (about 6 of a video's 32) span whole
+    repetitions; a spin turns by 0.5-1 of the shape's symmetry period (rotation_order: 4 for a
+    square, whose quarter turn looks like no turn).
+    """
     t = np.linspace(0.0, 1.0, n_frames)                    # event progress
-    seconds = np.arange(n_frames) / fps
     ones = np.ones(n_frames)
     x, y = ones * rng.uniform(0.3, 0.7), ones * rng.uniform(0.3, 0.7)
     scale, angle, visible = ones.copy(), ones * rng.uniform(-0.35, 0.35), ones > 0
@@ -139,23 +146,23 @@ def sample_track(motion: str, n_frames: int, fps: int, rng: np.random.Generator)
         cross_axis = ones * rng.uniform(0.25, 0.75)
         x, y = (path, cross_axis) if motion in ("left", "right") else (cross_axis, path)
     elif motion == "bounce":
-        n_bounces = max(1, round(n_frames / fps / rng.uniform(0.8, 1.3)))
+        n_bounces = int(rng.integers(1, 3))
         y = rng.uniform(0.65, 0.78) - rng.uniform(0.3, 0.4) * np.abs(np.sin(np.pi * n_bounces * t))
     elif motion in ("grow", "shrink"):
-        small, big = rng.uniform(0.4, 0.55), rng.uniform(1.3, 1.6)
+        small, big = rng.uniform(0.5, 0.65), rng.uniform(1.25, 1.5)
         scale = _linear(small, big, t) if motion == "grow" else _linear(big, small, t)
     elif motion == "spin":
-        turns_per_second = rng.uniform(0.12, 0.22) * rng.choice([-1, 1])
-        angle = angle + 2 * np.pi * turns_per_second * seconds
+        turn = rng.uniform(0.5, 1.0) * 2 * np.pi / max(rotation_order, 1) * rng.choice([-1, 1])
+        angle = angle + turn * t
     elif motion == "blink":
-        period = rng.uniform(0.6, 1.0)
-        visible = ((seconds / period + rng.uniform(0, 0.25)) % 1.0) < 0.5
+        cycles = rng.uniform(1.0, 2.0)
+        visible = ((t * cycles + rng.uniform(0, 0.25)) % 1.0) < 0.5
     elif motion == "orbit":
         theta = rng.uniform(0, 2 * np.pi) + rng.choice([-1, 1]) * 2 * np.pi * t
         radius = rng.uniform(0.2, 0.27)
         x, y = 0.5 + radius * np.cos(theta), 0.5 + radius * np.sin(theta)
     elif motion == "shake":
-        x = x + rng.choice([-1, 1], n_frames) * rng.uniform(0.03, 0.06, n_frames)
+        x = x + rng.choice([-1, 1], n_frames) * rng.uniform(0.05, 0.09, n_frames)
         y = y + rng.uniform(-0.02, 0.02, n_frames)
     else:
         raise ValueError(f"unknown motion {motion!r}")

@@ -3,7 +3,7 @@
 Every attribute has a canonical name (stored in the hidden labels) and several surface forms
 (synonyms), so the same event can be described in different words. An event "kind" is a
 (shape, motion) pair; colour, size and scene are instance details. Used by prvr.data.render
-(what to draw) and prvr.data.synthetic (what to write); it does no I/O.
+(what to draw), prvr.data.synthetic and prvr.data.pretraining_pairs (what to write); no I/O.
 
     rng = np.random.default_rng(0)
     event_caption({"shape": "square", "colour": "red", "motion": "left",
@@ -26,8 +26,10 @@ SHAPES: dict[str, tuple[str, ...]] = {
     "ring": ("ring", "hoop", "donut"),
     "bar": ("bar", "rectangle", "stick"),
 }
-# shapes whose rotation cannot be seen: "spin" is not drawn on them
-ROTATION_INVARIANT = frozenset({"circle", "ring"})
+# rotational symmetry order of each shape (a turn by 360 / order degrees looks the same); 0 = any
+# turn looks the same, so "spin" is not drawn on those shapes
+ROTATION_ORDER = {"circle": 0, "square": 4, "triangle": 3, "diamond": 2, "cross": 4, "ring": 0, "bar": 2}
+ROTATION_INVARIANT = frozenset(shape for shape, order in ROTATION_ORDER.items() if order == 0)
 
 # canonical colour -> (RGB, surface forms)
 COLOURS: dict[str, tuple[tuple[int, int, int], tuple[str, ...]]] = {
@@ -81,10 +83,11 @@ SIZES: dict[str, tuple[str, ...]] = {
     "large": ("large", "big", "huge"),
 }
 # radius of the shape as a fraction of the frame side
-SIZE_RADIUS = {"small": 0.09, "large": 0.17, "none": 0.13}
+SIZE_RADIUS = {"small": 0.13, "large": 0.2, "none": 0.16}
 
 # how far (RGB distance) a shape's colour must be from the scene's mean colour to be visible
 MIN_CONTRAST = 100.0
+SIZE_NAMED_PROB = 0.35  # share of event captions that name the size
 
 KINDS: tuple[tuple[str, str], ...] = tuple(
     (shape, motion) for shape in SHAPES for motion in MOTIONS
@@ -112,15 +115,11 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _noun_phrase(attrs: dict, rng: np.random.Generator, with_colour: bool, with_size: bool) -> str:
-    """'small crimson box' / 'ball' / 'purple shape' (without article)."""
-    shape = "shape" if rng.random() < 0.08 else _pick(rng, SHAPES[attrs["shape"]])
-    words = []
-    if with_size and attrs["size"] in SIZES:
-        words.append(_pick(rng, SIZES[attrs["size"]]))
-    if with_colour:
-        words.append(_pick(rng, COLOURS[attrs["colour"]][1]))
-    return " ".join(words + [shape])
+def _noun_phrase(attrs: dict, rng: np.random.Generator, with_size: bool) -> str:
+    """'small crimson box' / 'purple ball' (without article): colour and shape always."""
+    words = [_pick(rng, SIZES[attrs["size"]])] if with_size and attrs["size"] in SIZES else []
+    words += [_pick(rng, COLOURS[attrs["colour"]][1]), _pick(rng, SHAPES[attrs["shape"]])]
+    return " ".join(words)
 
 
 def _sentence(text: str) -> str:
@@ -129,23 +128,21 @@ def _sentence(text: str) -> str:
 
 
 def event_caption(attrs: dict, rng: np.random.Generator) -> str:
-    """One natural caption of an event; some attributes are left out at random.
+    """One natural caption of an event, in one of five templates and random synonyms.
 
     attrs: canonical "shape", "colour", "motion", "scene", "size" (size may be "none").
-    The motion is always described (it is what makes the event), the shape nearly always.
+    Shape, colour, motion and scene are always named (the text side cannot encode what a caption
+    does not say), the size sometimes (SIZE_NAMED_PROB).
     """
-    with_colour = rng.random() < 0.75
-    with_size = rng.random() < 0.35
-    with_scene = rng.random() < 0.5
-    noun = _noun_phrase(attrs, rng, with_colour, with_size)
+    noun = _noun_phrase(attrs, rng, with_size=rng.random() < SIZE_NAMED_PROB)
     verb, gerund = _pick(rng, MOTIONS[attrs["motion"]])
-    scene = _pick(rng, SCENES[attrs["scene"]][1]) if with_scene else ""
+    scene = _pick(rng, SCENES[attrs["scene"]][1])
     template = int(rng.integers(5))
     if template == 0:
         text = f"{_article(noun)} {noun} {verb} {scene}"
     elif template == 1:
         text = f"the {noun} {verb} {scene}"
-    elif template == 2 and scene:
+    elif template == 2:
         text = f"{scene}, {_article(noun)} {noun} {verb}"
     elif template == 3:
         text = f"there is {_article(noun)} {noun} {gerund} {scene}"
@@ -159,19 +156,3 @@ POSITION_WORDS = {
     (1, 0): "on the left", (1, 1): "in the centre", (1, 2): "on the right",
     (2, 0): "in the bottom left", (2, 1): "at the bottom", (2, 2): "in the bottom right",
 }
-
-
-def frame_caption(attrs: dict, position: tuple[float, float], rng: np.random.Generator) -> str:
-    """Caption of a single still frame: what one frame shows (no motion), for CLIP pretraining.
-
-    position: (x, y) of the shape as fractions of the frame side, which gives words like
-    'in the top left' so frame features learn where the shape is (motion = change of position).
-    """
-    noun = _noun_phrase(attrs, rng, with_colour=rng.random() < 0.9, with_size=rng.random() < 0.6)
-    cell = (min(int(position[1] * 3), 2), min(int(position[0] * 3), 2))
-    parts = [f"{_article(noun)} {noun}"]
-    if rng.random() < 0.7:
-        parts.append(POSITION_WORDS[cell])
-    if rng.random() < 0.8:
-        parts.append(_pick(rng, SCENES[attrs["scene"]][1]))
-    return _sentence(" ".join(parts))
