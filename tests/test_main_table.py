@@ -201,3 +201,22 @@ def test_benchmark_table_reads_snakemake_benchmark_files(tmp_path):
     (tmp_path / "c.tsv").write_text("nothing\n")
     with pytest.raises(PrvrError, match="c.tsv: not a Snakemake benchmark file"):
         benchmark_table({"x": tmp_path / "c.tsv"})
+
+
+def test_seed_summary_rows_are_the_summary_tables():
+    """Every seed_summary row of config/reported.yaml is the paper summary's main-table row (a copy of those
+    tables is tests/data/paper/seed_summary_main_tables.txt), and every summary row is in the file."""
+    import yaml
+    tables, dataset = {}, None
+    for line in (REPO / "tests/data/paper/seed_summary_main_tables.txt").read_text().splitlines():
+        if "TVR" in line or "ActivityNet" in line:
+            dataset = "tvr" if "TVR" in line else "activitynet"
+        elif line and dataset and line.split()[-1].replace(".", "").isdigit():
+            *name, r1, r5, r10, r100, sumr = line.split()
+            method = "MSC (this paper)" if name == ["Ours"] else " ".join(name)
+            tables[(dataset, method)] = dict(zip(("R@1", "R@5", "R@10", "R@100", "SumR"),
+                                                 map(float, (r1, r5, r10, r100, sumr))))
+    reported = yaml.safe_load((REPO / "config/reported.yaml").read_text())["reported"]
+    in_yaml = {(d, m): {k: v for k, v in rows["seed_summary"].items() if k.startswith(("R@", "SumR"))}
+               for d, methods in reported.items() for m, rows in methods.items() if "seed_summary" in rows}
+    assert len(tables) == 12 and in_yaml == tables
