@@ -136,12 +136,13 @@ def ablation_config(cfg: Config, ablation_file: Path, check_values: bool = True)
     return merged
 
 
-def check_ablations(cfg: Config, ablation_dir: Path, names=None) -> dict[str, Config]:
-    """Every ablation row's config (the base with its file applied), checked like any other source."""
+def check_ablations(cfg: Config, ablation_dir: Path, names=None, key: str = "ablations") -> dict[str, Config]:
+    """Every ablation row's config (the base with its file applied), checked like any other source;
+    `names` default to cfg.ablations, `key` is the config key that lists them (for messages)."""
     out = {}
     for name in names if names is not None else cfg.ablations:
         path = Path(ablation_dir) / f"{name}.yaml"
         if not path.is_file():
-            raise ConfigError(f"{path}: no such ablation file (config 'ablations' names {name!r})", "ablations")
+            raise ConfigError(f"{path}: no such ablation file (config {key!r} names {name!r})", key)
         out[name] = ablation_config(cfg, path)
     return out

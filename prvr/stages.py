@@ -231,20 +231,28 @@ def collapse_run(model_path: Path | None, cfg: Config, split: str, annotation_fi
     return record
 
 
+def _tsne_points(model_path: Path | None, cfg: Config, annotation_file: Path, captions: Path, video_feats: Path,
+                 text_feats: Path, labels_file: Path | None, chosen: list[str] | None = None):
+    """(figure points, video ids) of one model (None: the CLIP input features) on the `chosen` videos
+    (default: the `analysis.tsne_videos` videos with the most events), embedded on cfg.eval.device."""
+    from prvr.evaluation.analysis import figure_points, split_embeddings
+    from prvr.reporting.figures import pick_videos
+    analysis, device = cfg.analysis, cfg.eval.device  # the workflow's settings, not those saved in model.pt
+    model, model_cfg, _, dataset, moments = _analysis_inputs(model_path, cfg, annotation_file, captions,
+                                                             video_feats, text_feats, labels_file)
+    index = dataset.index
+    chosen = chosen or pick_videos({v: len(index.captions[v]) for v in index.videos}, analysis.tsne_videos)
+    emb = split_embeddings(model, dataset, model_cfg.eval.batch_size, device)
+    return figure_points(emb, moments, [index.videos.index(v) for v in chosen]), chosen
+
+
 def tsne_run(model_path: Path | None, cfg: Config, split: str, annotation_file: Path, captions: Path,
              video_feats: Path, text_feats: Path, labels_file: Path | None, out: Path, title: str) -> list[str]:
     """t-SNE figure of the `analysis.tsne_videos` videos with the most events; returns their ids."""
-    from prvr.evaluation.analysis import figure_points, split_embeddings
-    from prvr.reporting.figures import collapse_figure, pick_videos
-    analysis, device = cfg.analysis, cfg.eval.device  # the workflow's settings, not those saved in model.pt
-    model, cfg, _, dataset, moments = _analysis_inputs(model_path, cfg, annotation_file, captions,
-                                                       video_feats, text_feats, labels_file)
-    index = dataset.index
-    chosen = pick_videos({v: len(index.captions[v]) for v in index.videos}, analysis.tsne_videos)
-    emb = split_embeddings(model, dataset, cfg.eval.batch_size, device)
-    points = figure_points(emb, moments, [index.videos.index(v) for v in chosen])
+    from prvr.reporting.figures import collapse_figure
+    points, chosen = _tsne_points(model_path, cfg, annotation_file, captions, video_feats, text_feats, labels_file)
     try:
-        collapse_figure(**points, out_path=out, title=title, seed=analysis.tsne_seed, video_names=chosen)
+        collapse_figure(**points, out_path=out, title=title, seed=cfg.analysis.tsne_seed, video_names=chosen)
     except ValueError as err:  # e.g. too few captions for t-SNE with a small analysis.tsne_videos
         raise PrvrError(f"{out}: cannot draw the t-SNE figure of {', '.join(chosen)}: {err}") from None
     return chosen
@@ -255,19 +263,13 @@ def tsne_compare_run(model_paths: dict[str, Path], cfg: Config, split: str, anno
                      out: Path, title: str) -> list[str]:
     """The paper's t-SNE figure: several trained models (name -> model.pt; e.g. the baseline and the
     full method) side by side on the same `analysis.tsne_videos` videos; returns their ids."""
-    from prvr.evaluation.analysis import figure_points, split_embeddings
-    from prvr.reporting.figures import compare_figure, pick_videos
-    analysis, device = cfg.analysis, cfg.eval.device  # the workflow's settings, not those saved in model.pt
+    from prvr.reporting.figures import compare_figure
     points, chosen = {}, None
     for name, model_path in model_paths.items():
-        model, model_cfg, _, dataset, moments = _analysis_inputs(Path(model_path), cfg, annotation_file, captions,
-                                                                 video_feats, text_feats, labels_file)
-        index = dataset.index
-        chosen = chosen or pick_videos({v: len(index.captions[v]) for v in index.videos}, analysis.tsne_videos)
-        emb = split_embeddings(model, dataset, model_cfg.eval.batch_size, device)
-        points[name] = figure_points(emb, moments, [index.videos.index(v) for v in chosen])
+        points[name], chosen = _tsne_points(Path(model_path), cfg, annotation_file, captions, video_feats,
+                                            text_feats, labels_file, chosen)
     try:
-        compare_figure(points, out, title, seed=analysis.tsne_seed, video_names=chosen)
+        compare_figure(points, out, title, seed=cfg.analysis.tsne_seed, video_names=chosen)
     except ValueError as err:  # e.g. too few captions for t-SNE with a small analysis.tsne_videos
         raise PrvrError(f"{out}: cannot draw the t-SNE figure of {', '.join(chosen)}: {err}") from None
     return chosen

@@ -12,7 +12,7 @@ from prvr.data.dataset import collate_videos
 from prvr.errors import ConfigError
 from prvr.models import attention, factory, parallel_gmm
 from prvr.training import trainer
-from test_trainer import TINY, data  # noqa: F401  (the module-scoped feature fixture)
+from test_trainer import TINY  # `data`: the learnable training set of tests/conftest.py
 
 MODEL = {"input_dim": 8, "hidden": 16, "heads": 2, "frame_tokens": 6, "clip_tokens": 3,
          "dropout": 0.2, "input_dropout": 0.2}

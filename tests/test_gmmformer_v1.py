@@ -8,8 +8,6 @@ import json
 import math
 from dataclasses import replace
 
-import h5py
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,7 +20,7 @@ from prvr.models import ModelInputError, create_model
 from prvr.models.common import l2_normalise
 from prvr.models.gmmformer_v1 import GMMBlock, GMMFormerV1
 from prvr.models.parallel_gmm import gaussian_window
-from prvr.training.trainer import TrainData, train
+from prvr.training.trainer import train
 
 CFG = ModelConfig(name="gmmformer_v1", input_dim=12, hidden=16, heads=2, frame_tokens=8, clip_tokens=4,
                   gauss_widths=(0.5, 1.0, 5.0), max_query_len=10)
@@ -200,24 +198,7 @@ def test_create_loss_terms_for_the_baseline():
 
 # --- training ---
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """Random features where each video's captions are noisy copies of its mean frame: learnable."""
-    root = tmp_path_factory.mktemp("feats")
-    rng = np.random.default_rng(0)
-    with h5py.File(root / "v.h5", "w") as fv, h5py.File(root / "t.h5", "w") as ft:
-        for split, n in (("train", 12), ("val", 6)):
-            lines = []
-            for i in range(n):
-                vid = f"{split}{i}"
-                frames = rng.normal(size=(int(rng.integers(4, 10)), 8)).astype(np.float32)
-                fv[vid] = frames
-                for k in range(2):
-                    cid = f"{vid}#enc#{k}"
-                    ft[cid] = (frames.mean(0) + 0.1 * rng.normal(size=(int(rng.integers(2, 5)), 8))).astype(np.float32)
-                    lines.append(f"{cid} caption {k} of {vid}\n")
-            (root / f"{split}.txt").write_text("".join(lines))
-    return TrainData(root / "train.txt", root / "val.txt", root / "v.h5", root / "t.h5")
+# `data`: the learnable training set of tests/conftest.py
 
 
 def test_training_decreases_the_loss(tmp_path, data):

@@ -4,8 +4,6 @@ tiny training run, and the parameter count at the TVR shape."""
 import json
 import math
 
-import h5py
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,7 +18,7 @@ from prvr.losses.ms_sl import MsSlLoss
 from prvr.models import create_model
 from prvr.models.base import MAX_CLIP_AND_FRAME
 from prvr.models.ms_sl import KeyClipGuidedAttention, MsSl, sliding_windows
-from prvr.training.trainer import TrainData, load_trained, train
+from prvr.training.trainer import load_trained, train
 
 TINY_MODEL = ModelConfig(name="ms_sl", input_dim=8, hidden=16, heads=2, frame_tokens=6,
                          clip_tokens=3, max_query_len=7, dropout=0.1, input_dropout=0.1)
@@ -180,25 +178,7 @@ def test_loss_needs_a_guided_branch_and_the_outputs():
         MsSlLoss(LossConfig(), MsSl.score_branches)(query=query, proposals=props, query_to_video=q2v)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """Random features where each video's captions are noisy copies of its mean frame: learnable."""
-    root = tmp_path_factory.mktemp("feats")
-    rng = np.random.default_rng(0)
-    with h5py.File(root / "v.h5", "w") as fv, h5py.File(root / "t.h5", "w") as ft:
-        for split, n in (("train", 12), ("val", 6)):
-            lines = []
-            for i in range(n):
-                vid = f"{split}{i}"
-                frames = rng.normal(size=(int(rng.integers(4, 10)), 8)).astype(np.float32)
-                fv[vid] = frames
-                for k in range(2):
-                    cid = f"{vid}#enc#{k}"
-                    noise = 0.1 * rng.normal(size=(int(rng.integers(2, 5)), 8))
-                    ft[cid] = (frames.mean(0) + noise).astype(np.float32)
-                    lines.append(f"{cid} caption {k} of {vid}\n")
-            (root / f"{split}.txt").write_text("".join(lines))
-    return TrainData(root / "train.txt", root / "val.txt", root / "v.h5", root / "t.h5")
+# `data`: the learnable training set of tests/conftest.py
 
 
 def test_training_lowers_the_loss_and_evaluates(tmp_path, data):

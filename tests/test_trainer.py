@@ -1,7 +1,6 @@
 """Training loop: determinism, resume after an interruption, early stopping, model.pt round trip."""
 
 import h5py
-import numpy as np
 import pytest
 import torch
 
@@ -12,24 +11,7 @@ TINY = {"model": {"input_dim": 8, "hidden": 16, "heads": 2, "frame_tokens": 6, "
         "train": {"epochs": 4, "batch_size": 4, "early_stop": 10, "num_threads": 1}}
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """Random features where each video's captions are noisy copies of its mean frame: learnable."""
-    root = tmp_path_factory.mktemp("feats")
-    rng = np.random.default_rng(0)
-    with h5py.File(root / "v.h5", "w") as fv, h5py.File(root / "t.h5", "w") as ft:
-        for split, n in (("train", 12), ("val", 6)):
-            lines = []
-            for i in range(n):
-                vid = f"{split}{i}"
-                frames = rng.normal(size=(int(rng.integers(4, 10)), 8)).astype(np.float32)
-                fv[vid] = frames
-                for k in range(2):
-                    cid = f"{vid}#enc#{k}"
-                    ft[cid] = (frames.mean(0) + 0.1 * rng.normal(size=(int(rng.integers(2, 5)), 8))).astype(np.float32)
-                    lines.append(f"{cid} caption {k} of {vid}\n")
-            (root / f"{split}.txt").write_text("".join(lines))
-    return TrainData(root / "train.txt", root / "val.txt", root / "v.h5", root / "t.h5")
+# `data`: the learnable training set of tests/conftest.py
 
 
 def _cfg(loss=None, **train):

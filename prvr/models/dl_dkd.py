@@ -9,9 +9,9 @@ Two students of the same form, each a max-over-frames retrieval model:
 
 Per branch, after `model.input_norm` (their loader: every token over its L2 norm + 1e-5):
 - video: (B, Nf, D) frames -> input projection (LayerNorm, dropout, linear, ReLU) -> learned
-  positions (LayerNorm, dropout) -> one `BertAttentionLayer` -> out mapping linear H -> H
+  positions (LayerNorm, dropout) -> one BertAttention layer (prvr.models.residual_attention) -> out mapping linear H -> H
   -> tokens (B, Nf, H);
-- query: (Q, L, D) tokens -> input projection -> positions -> one `BertAttentionLayer`
+- query: (Q, L, D) tokens -> input projection -> positions -> one BertAttention layer (prvr.models.residual_attention)
   -> attention pooling (bias-free scorer, padded tokens weight 0) -> (Q, H).
 The exploration query reuses the inheritance branch's query input projection, as the ICCV code
 does (`A_query_input_proj` is built there but never called), so the two widths are equal.
@@ -40,29 +40,15 @@ import torch
 from torch import nn
 
 from prvr.config import ModelConfig
-from prvr.models.attention import AttentionPooling, MultiHeadAttention, init_weights
+from prvr.models.attention import AttentionPooling, init_weights
 from prvr.models.base import ScoreBranch
 from prvr.models.common import (InputProjection, PositionalEmbedding,
                                 check_model_config, check_query_input, check_video_input,
                                 input_layernorm_names, normalise_inputs)
-from prvr.models.dropout import Dropout
+from prvr.models.residual_attention import ResidualAttention, bert_attention
 
 INHERITANCE = ScoreBranch("inheritance", "query", "frame_tokens")
 EXPLORATION = ScoreBranch("exploration", "exploration_query", "exploration_tokens")
-
-
-class BertAttentionLayer(nn.Module):
-    """Their BertAttention: y = LayerNorm(x + dropout(W_o MHA(x))), dropout also on the attention
-    probabilities; no feed-forward block. key_padding_mask (B, N) bool, True = valid token."""
-
-    def __init__(self, hidden: int, heads: int, dropout: float):
-        super().__init__()
-        self.attention = MultiHeadAttention(hidden, heads, dropout, output_projection=True)
-        self.drop = Dropout(dropout)
-        self.norm = nn.LayerNorm(hidden)  # their BertSelfOutput.LayerNorm: not decayed
-
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.norm(x + self.drop(self.attention(x, key_padding_mask=key_padding_mask)))  # (B, N, H)
 
 
 class QueryBranch(nn.Module):
@@ -71,7 +57,7 @@ class QueryBranch(nn.Module):
     def __init__(self, cfg: ModelConfig, hidden: int):
         super().__init__()
         self.position = PositionalEmbedding(cfg.max_query_len, hidden, cfg.input_dropout)
-        self.layer = BertAttentionLayer(hidden, cfg.heads, cfg.dropout)
+        self.layer = bert_attention(hidden, cfg.heads, cfg.dropout)
         self.pool = AttentionPooling(hidden, bias=False)
 
     def forward(self, projected: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
@@ -86,7 +72,7 @@ class VideoBranch(nn.Module):
         super().__init__()
         self.project = InputProjection(cfg.input_dim, hidden, cfg.input_dropout)
         self.position = PositionalEmbedding(cfg.frame_tokens, hidden, cfg.input_dropout)
-        self.layer = BertAttentionLayer(hidden, cfg.heads, cfg.dropout)
+        self.layer = bert_attention(hidden, cfg.heads, cfg.dropout)
         self.out_mapping = nn.Linear(hidden, hidden)  # their *_mapping_linear, applied before scoring
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
@@ -139,9 +125,9 @@ class DLDKD(nn.Module):
         names LayerNorm (input projections, positional embeddings and the attention layers' norms)."""
         names = input_layernorm_names(self)
         for prefix, module in self.named_modules():
-            if isinstance(module, BertAttentionLayer):
+            if isinstance(module, ResidualAttention):
                 names.update(f"{prefix}.norm.{p}" for p, _ in module.norm.named_parameters())
         return names
 
 
-__all__ = ["DLDKD", "BertAttentionLayer", "EXPLORATION", "INHERITANCE"]
+__all__ = ["DLDKD", "EXPLORATION", "INHERITANCE"]

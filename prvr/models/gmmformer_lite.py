@@ -65,14 +65,19 @@ class QueryEncoder(nn.Module):
     """Query token features (Q, L, D) + mask (Q, L) -> one vector (Q, H).
 
     The authors' query encoder is this with output_projection=False (their attention has no
-    output linear) and pool_bias=False (their pooling scorer has no bias)."""
+    output linear) and pool_bias=False (their pooling scorer has no bias). `layer`: another encoder
+    layer with forward and forward_packed (GMMFormer v1's attention-only layer) instead of the
+    transformer layer."""
 
-    def __init__(self, cfg: ModelConfig, output_projection: bool = True, pool_bias: bool = True):
+    def __init__(self, cfg: ModelConfig, output_projection: bool = True, pool_bias: bool = True,
+                 layer: nn.Module | None = None):
         super().__init__()
         self.project = InputProjection(cfg.input_dim, cfg.hidden, cfg.input_dropout)
         self.position = PositionalEmbedding(cfg.max_query_len, cfg.hidden, cfg.input_dropout)
-        attention = MultiHeadAttention(cfg.hidden, cfg.heads, cfg.dropout, output_projection)
-        self.layer = TransformerLayer(attention, cfg.hidden, cfg.dropout)
+        if layer is None:
+            attention = MultiHeadAttention(cfg.hidden, cfg.heads, cfg.dropout, output_projection)
+            layer = TransformerLayer(attention, cfg.hidden, cfg.dropout)
+        self.layer = layer
         self.pool = AttentionPooling(cfg.hidden, bias=pool_bias)
 
     def forward(self, query_feats: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:

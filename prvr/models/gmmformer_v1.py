@@ -44,11 +44,12 @@ import torch
 from torch import nn
 
 from prvr.config import ModelConfig
-from prvr.models.attention import AttentionPooling, MultiHeadAttention, init_weights
+from prvr.models.attention import AttentionPooling, init_weights
 from prvr.models.base import ScoreBranch, TwoBranchModel
 from prvr.models.common import ClipPooler, InputProjection, PositionalEmbedding, input_layernorm_names
-from prvr.models.dropout import Dropout
+from prvr.models.gmmformer_lite import QueryEncoder
 from prvr.models.parallel_gmm import WindowedAttention
+from prvr.models.residual_attention import ResidualAttention, bert_attention
 
 BLOCKS_PER_BRANCH = 2  # their clip_encoder + clip_encoder_2, frame_encoder_1 + frame_encoder_2
 
@@ -65,27 +66,6 @@ class WindowedSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.attention(x, x))
-
-
-class ResidualAttention(nn.Module):
-    """Their BertAttention around any attention module ending in an output projection:
-    LN(x + drop(attention(x))), no feed-forward network. The LayerNorm is the one their code names
-    "LayerNorm" (left undecayed by their optimiser)."""
-
-    def __init__(self, attention: nn.Module, hidden: int, dropout: float):
-        super().__init__()
-        self.attention = attention
-        self.drop = Dropout(dropout)
-        self.norm = nn.LayerNorm(hidden)
-
-    def forward(self, x: torch.Tensor, **attention_inputs) -> torch.Tensor:
-        return self.norm(x + self.drop(self.attention(x, **attention_inputs)))  # (B, N, H)
-
-    def forward_packed(self, x: torch.Tensor, token_index: torch.Tensor,
-                       key_padding_mask: torch.Tensor) -> torch.Tensor:
-        """On packed valid tokens (T, H); see `MultiHeadAttention.forward_packed`."""
-        attended = self.attention.forward_packed(x, token_index, key_padding_mask)
-        return self.norm(x + self.drop(attended))  # (T, H)
 
 
 class GMMBlock(nn.Module):
@@ -119,35 +99,10 @@ class V1VideoBranch(nn.Module):
         return x
 
 
-class V1QueryEncoder(nn.Module):
+def v1_query_encoder(cfg: ModelConfig) -> QueryEncoder:
     """Query tokens (Q, L, D) + mask (Q, L) -> (Q, H): projection, positions, one attention layer
-    (their BertAttention: q/k/v, output dense, residual LayerNorm; `MultiHeadAttention` with its
-    output projection is the same arithmetic), bias-free attention pooling."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.project = InputProjection(cfg.input_dim, cfg.hidden, cfg.input_dropout)
-        self.position = PositionalEmbedding(cfg.max_query_len, cfg.hidden, cfg.input_dropout)
-        attention = MultiHeadAttention(cfg.hidden, cfg.heads, cfg.dropout, output_projection=True)
-        self.layer = ResidualAttention(attention, cfg.hidden, cfg.dropout)
-        self.pool = AttentionPooling(cfg.hidden, bias=False)
-
-    def forward(self, query_feats: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
-        """Per-token steps on the valid tokens only (packed, (T, ...)): padded tokens are masked
-        keys with zero pooling weight, so skipping them changes nothing but the time."""
-        q, length, _ = query_feats.shape
-        token_index = query_mask.reshape(-1).nonzero().squeeze(1)  # (T,) flat q * L + l
-        x = self.project(query_feats.reshape(q * length, -1)[token_index])  # (T, H)
-        pos = self.position
-        x = pos.drop(pos.norm(x + pos.embedding(token_index % length)))  # PositionalEmbedding, packed
-        x = self.layer.forward_packed(x, token_index, query_mask)  # (T, H)
-        return self.pool.forward_packed(x, token_index, query_mask)  # (Q, H)
-
-    def forward_padded(self, query_feats: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
-        """Reference: the same encoder on the padded (Q, L) layout (slower)."""
-        x = self.position(self.project(query_feats))  # (Q, L, H)
-        x = self.layer(x, key_padding_mask=query_mask)
-        return self.pool(x, query_mask)  # (Q, H)
+    (their BertAttention: q/k/v, output dense, residual LayerNorm, no FFN), bias-free attention pooling."""
+    return QueryEncoder(cfg, pool_bias=False, layer=bert_attention(cfg.hidden, cfg.heads, cfg.dropout))
 
 
 class GMMFormerV1(TwoBranchModel):
@@ -158,7 +113,7 @@ class GMMFormerV1(TwoBranchModel):
 
     def __init__(self, cfg: ModelConfig, clip_pooler: ClipPooler | None = None):
         super().__init__(cfg, clip_pooler)
-        self.query_encoder = V1QueryEncoder(cfg)
+        self.query_encoder = v1_query_encoder(cfg)
         self.clip_branch = V1VideoBranch(cfg)
         self.frame_branch = V1VideoBranch(cfg)
         self.frame_pool = AttentionPooling(cfg.hidden, bias=False)  # their modular_vector_mapping_2

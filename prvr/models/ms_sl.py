@@ -3,14 +3,14 @@
 
 Inputs, after `model.input_norm` (their loader: every token over its L2 norm + 1e-5):
 - Query: input projection (LayerNorm, dropout, linear, ReLU) -> learned positions (LayerNorm,
-  dropout) -> one `BertAttentionLayer` with key padding mask -> attention pooling with a bias-free
+  dropout) -> one BertAttention layer (prvr.models.residual_attention) with key padding mask -> attention pooling with a bias-free
   scorer -> (Q, H).
 - Clip scale: the clip pooler's Nc tokens (uniform mean-pooled segments, as their loader pools the
-  frames into map_size = 32 clips) -> projection, positions, one `BertAttentionLayer` -> clip tokens
+  frames into map_size = 32 clips) -> projection, positions, one BertAttention layer (prvr.models.residual_attention) -> clip tokens
   (B, Nc, H) -> multi-scale sliding windows: the mean of every run of k consecutive clip tokens for
   k = 1..Nc at stride 1, P = Nc (Nc + 1) / 2 proposals, ordered by window size, then start (their
   Identity + AvgPool1d(k, stride=1) concatenation).
-- Frame scale: the Nf frame tokens -> projection, positions, one `BertAttentionLayer` -> (B, Nf, H).
+- Frame scale: the Nf frame tokens -> projection, positions, one BertAttention layer (prvr.models.residual_attention) -> (B, Nf, H).
 - Key-clip guided attention, for every (video b, proposal p):
       G[b, p] = sum_f softmax_f(<c_{b,p}, W_k x_{b,f}>) W_v x_{b,f}      (no scaling, no bias)
   with c the proposals and x the encoded frames. Their code evaluates it only at each query's key
@@ -38,10 +38,10 @@ import torch
 from torch import nn
 
 from prvr.config import ModelConfig
-from prvr.models.attention import AttentionPooling, MultiHeadAttention, init_weights
+from prvr.models.attention import AttentionPooling, init_weights
 from prvr.models.base import ScoreBranch, TwoBranchModel
 from prvr.models.common import ClipPooler, InputProjection, PositionalEmbedding
-from prvr.models.dropout import Dropout
+from prvr.models.residual_attention import ResidualAttention, bert_attention
 
 MS_SL_BRANCHES = (ScoreBranch("clip", "query", "proposals"),
                   ScoreBranch("frame", "query", "proposals", guide_key="guided_frames"))
@@ -65,33 +65,14 @@ def sliding_windows(n_clips: int) -> torch.Tensor:
     return torch.stack(rows)  # (P, Nc)
 
 
-class BertAttentionLayer(nn.Module):
-    """Their encoder layer (BertAttention: BertSelfAttention + BertSelfOutput), attention only:
-
-        x = LayerNorm(x + Dropout(Dense(MultiHead(x))))
-
-    No feed-forward block (their intermediate_size is unused by BertAttention); attention
-    probabilities get dropout too. Padded keys (mask False) are excluded."""
-
-    def __init__(self, hidden: int, heads: int, dropout: float):
-        super().__init__()
-        self.attention = MultiHeadAttention(hidden, heads, dropout, output_projection=True)
-        self.drop = Dropout(dropout)
-        self.norm = nn.LayerNorm(hidden)
-
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        attended = self.attention(x, key_padding_mask=key_padding_mask)  # (B, N, H)
-        return self.norm(x + self.drop(attended))  # (B, N, H)
-
-
 class MsSlEncoder(nn.Module):
-    """Projection, learned positions (a table of `max_tokens` rows) and one BertAttentionLayer."""
+    """Projection, learned positions (a table of `max_tokens` rows) and one BertAttention layer (prvr.models.residual_attention)."""
 
     def __init__(self, cfg: ModelConfig, max_tokens: int):
         super().__init__()
         self.project = InputProjection(cfg.input_dim, cfg.hidden, cfg.input_dropout)
         self.position = PositionalEmbedding(max_tokens, cfg.hidden, cfg.input_dropout)
-        self.layer = BertAttentionLayer(cfg.hidden, cfg.heads, cfg.dropout)
+        self.layer = bert_attention(cfg.hidden, cfg.heads, cfg.dropout)
 
     def forward(self, feats: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.layer(self.position(self.project(feats)), key_padding_mask=mask)  # (B, N, H)
@@ -166,6 +147,6 @@ class MsSl(TwoBranchModel):
         each attention layer's post-norm (BertSelfOutput.LayerNorm)."""
         names = super().no_weight_decay()
         for prefix, module in self.named_modules():
-            if isinstance(module, BertAttentionLayer):
+            if isinstance(module, ResidualAttention):
                 names.update(f"{prefix}.norm.{p}" for p, _ in module.norm.named_parameters())
         return names

@@ -12,8 +12,7 @@ import json
 from pathlib import Path
 
 from prvr.errors import PrvrError
-from prvr.io import atomic_path
-from prvr.reporting.figures import require_analysis_extra
+from prvr.reporting.figures import require_analysis_extra, save_png_and_pdf
 
 
 def read_log(path: str | Path) -> list[dict]:
@@ -69,8 +68,5 @@ def curves_figure(log_files: dict[int, str | Path], out_png: str | Path, title: 
     axes[0].legend(fontsize="small")
     fig.suptitle(title)
     fig.tight_layout()
-    out_png = Path(out_png)
-    for path, fmt in ((out_png, "png"), (out_png.with_suffix(".pdf"), "pdf")):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=120)
+    save_png_and_pdf(fig, out_png)
     return list(series)

@@ -19,6 +19,8 @@ sklearn and matplotlib (the `analysis` extra) are imported only when a figure is
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from prvr.errors import PrvrError
@@ -164,8 +166,6 @@ def compare_figure(models: dict[str, dict], out_png, title: str, seed: int = 0, 
     """The paper's figure: one row per model (name -> figure_points dict of the same videos, in
     order), frame tokens left and queries right; PNG at `out_png` and a PDF beside it, atomically."""
     require_analysis_extra()
-    from pathlib import Path
-
     from matplotlib.figure import Figure
 
     if len(models) < 2:
@@ -187,6 +187,11 @@ def compare_figure(models: dict[str, dict], out_png, title: str, seed: int = 0, 
     _legends(axes[0][0], axes[0][1], names[0], n_events)
     fig.suptitle(title)
     fig.tight_layout()
+    save_png_and_pdf(fig, out_png)
+
+
+def save_png_and_pdf(fig, out_png: str | Path) -> None:
+    """Write `fig` to out_png and beside it as .pdf, each atomically."""
     out_png = Path(out_png)
     for path, fmt in ((out_png, "png"), (out_png.with_suffix(".pdf"), "pdf")):
         with atomic_path(path) as tmp:

@@ -29,10 +29,9 @@ try:
         if REFERENCE in getattr(CFG, key):
             raise PrvrError(f"config {key}: {REFERENCE!r} is reserved for the untrained reference row")
     ABLATIONS = check_ablations(CFG, ABLATION_DIR)  # name -> that row's full config
-    for name in CFG.main_table:  # the main table's rows are trained like ablation rows: checked now too
-        if not (ABLATION_DIR / f"{name}.yaml").is_file():
-            raise PrvrError(f"{ABLATION_DIR / name}.yaml: no such ablation file (config 'main_table' names {name!r})")
-    ABLATIONS.update(check_ablations(CFG, ABLATION_DIR, [n for n in CFG.main_table if n not in ABLATIONS]))
+    # the main table's rows are trained like ablation rows: checked now too
+    ABLATIONS.update(check_ablations(CFG, ABLATION_DIR, [n for n in CFG.main_table if n not in ABLATIONS],
+                                     key="main_table"))
 except PrvrError as err:
     sys.exit(f"prvr config error: {err}")
 config.clear()
