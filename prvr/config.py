@@ -41,6 +41,7 @@ class CorpusConfig:
     max_events: int = 6
     event_seconds: tuple[float, float] = (2.0, 5.0)
     gap_seconds: tuple[float, float] = (0.0, 1.0)
+    scene_keep: float = 0.5     # chance that an event stays in the previous event's scene
     fps: int = 8
     size: int = 64
 
@@ -130,7 +131,7 @@ class ModelConfig:
                       metadata={"choices": ("gmmformer_v2", "gmmformer_v2_lite", "ms_sl", "gmmformer_v1",
                                             "dl_dkd")})
     input_dim: int = 64
-    hidden: int = 128  # paper: 384
+    hidden: int = 64  # paper: 384
     heads: int = 4
     frame_tokens: int = 32  # paper: 128
     clip_tokens: int = 8  # paper: 32
@@ -256,7 +257,7 @@ class TrainConfig:
     activation_checkpointing: recompute each encoder layer's activations in the backward pass
     instead of keeping them (less memory at the TVR shape, more time; the same numbers).
     """
-    epochs: int = 40  # paper: 100
+    epochs: int = 5  # paper: 100
     batch_size: int = 64  # paper: 128
     lr: float = 3e-4
     warmup: float = 0.01
@@ -264,7 +265,7 @@ class TrainConfig:
     optimizer: str = field(default="bert_adam", metadata={"choices": ("bert_adam", "adamw")})
     weight_decay_groups: str = field(default="authors", metadata={"choices": ("authors", "all")})
     schedule: str = field(default="bert", metadata={"choices": ("bert", "shifted")})
-    early_stop: int = 8  # authors: 10
+    early_stop: int = 4  # authors: 10
     grad_clip: float = 1.0
     device: str = "cpu"
     num_threads: int = 1

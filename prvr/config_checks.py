@@ -91,6 +91,7 @@ def _corpus(c):
     low, high = c.gap_seconds
     yield "corpus.gap_seconds", (None if math.isfinite(low) and math.isfinite(high) and 0 <= low <= high
                                  else f"must be [low, high] with 0 <= low <= high, got {list(c.gap_seconds)}")
+    yield "corpus.scene_keep", (None if 0 <= c.scene_keep <= 1 else f"must be in [0, 1], got {c.scene_keep}")
     yield "corpus.fps", _at_least(c.fps, 1)
     yield "corpus.size", _at_least(c.size, 16)
 

@@ -94,6 +94,7 @@ def test_key_table_in_config_readme_names_every_key():
 @pytest.mark.parametrize("override, message", [
     ({"corpus": {"gap_seconds": [1.0, 0.5]}}, r"corpus.gap_seconds: must be \[low, high\] with 0 <= low <= high"),
     ({"clip": {"pretrain": {"aux_weight": -1.0}}}, r"clip.pretrain.aux_weight: must be >= 0"),
+    ({"corpus": {"scene_keep": 1.5}}, r"corpus.scene_keep: must be in \[0, 1\], got 1.5"),
 ])
 def test_corpus_gap_and_aux_weight_are_checked(override, message):
     with pytest.raises(ConfigError, match=message):

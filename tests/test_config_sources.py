@@ -30,7 +30,7 @@ def test_shipped_config_and_every_ablation_pass_the_checks():
     ({"eval": {"ks": [0]}}, "eval.ks", "must be >= 1"),
     ({"eval": {"ks": [1, 1]}}, "eval.ks", "duplicates"),
     ({"train": {"lr": float("nan")}}, "train.lr", "finite"),
-    ({"model": {"heads": 5}}, "model.heads", "must divide model.hidden=128"),
+    ({"model": {"heads": 5}}, "model.heads", "must divide model.hidden=64"),
     ({"eval": {"w_clip": -0.4}}, "eval.w_clip", "must be >= 0.0"),
     ({"eval": {"w_clip": 0, "w_frame": 0}}, "eval.w_frame", "must be > 0"),
     ({"model": {"dropout": 1.0}}, "model.dropout", "must be < 1.0"),
@@ -176,9 +176,9 @@ def _gpus_by_rule(tmp_path, *config):
 def test_gpus_follow_each_rules_own_device(tmp_path):
     """train.device cuda gives training a GPU and nothing else; eval.device moves evaluation and analysis."""
     rules = _gpus_by_rule(tmp_path, 'train={"device": "cuda"}')
-    assert rules["train"] == 1 and rules["evaluate"] == rules["collapse"] == rules["tsne"] == 0
+    assert rules["train"] == 1 and rules["evaluate"] == rules["tsne"] == 0
     rules = _gpus_by_rule(tmp_path, 'eval={"device": "cuda"}')
-    assert rules["train"] == 0 and rules["evaluate"] == rules["collapse"] == rules["tsne"] == 1
+    assert rules["train"] == 0 and rules["evaluate"] == rules["tsne"] == 1
 
 
 def test_ablation_file_per_dataset_overrides(tmp_path):

@@ -188,10 +188,21 @@ def test_frames_show_the_captioned_colour_and_motion(tmp_path):
     ("event_seconds", (3.0, 2.0), "event_seconds"),
     ("gap_seconds", (-1.0, 1.0), "gap_seconds"),
     ("n_train", -1, "n_train"),
+    ("scene_keep", 1.5, "scene_keep"),
 ])
 def test_bad_config_is_a_clear_error(tmp_path, field, value, message):
     with pytest.raises(CorpusError, match=message):
         generate_corpus(dataclasses.replace(TINY, **{field: value}), tmp_path)
+
+
+@pytest.mark.parametrize("scene_keep", [0.0, 1.0])
+def test_scene_keep_decides_whether_an_event_stays_in_the_previous_scene(scene_keep):
+    cfg = dataclasses.replace(TINY, min_events=4, max_events=6, scene_keep=scene_keep)
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        events, _ = sample_layout(cfg, rng)
+        kept = [a.scene == b.scene for a, b in zip(events, events[1:])]
+        assert all(kept) if scene_keep == 1.0 else not any(kept)
 
 
 def test_repeated_motions_fit_an_event_and_spins_turn_as_far_as_can_be_seen():

@@ -154,7 +154,7 @@ def test_settings_rerun_exactly_the_rules_that_use_them(run):
     jobs = _jobs_to_run(run, 'eval={"w_clip": 0.5}')
     assert "train" in jobs and "evaluate" in jobs and "video_features_shard" not in jobs
     jobs = _jobs_to_run(run, 'analysis={"tsne_seed": 7}')
-    assert "tsne" in jobs and "train" not in jobs and "collapse " not in jobs
+    assert "tsne" in jobs and "train" not in jobs and "evaluate" not in jobs  # evaluate holds only analysis.split
     jobs = _jobs_to_run(run, 'eval={"batch_size": 64}')
     assert "train" not in jobs and "tsne" not in jobs
 

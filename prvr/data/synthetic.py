@@ -38,7 +38,6 @@ SPLITS = ("train", "val", "test")
 _VIDEO_STREAM = 0x5649       # tag of the videos' random streams (the pretraining stills have their own)
 # desc_id = split offset + video index * _IDS_PER_VIDEO + event index: stable when a split grows
 _IDS_PER_VIDEO, _IDS_PER_SPLIT = 100, 1_000_000
-SCENE_KEEP_PROB = 0.5        # chance that an event stays in the previous event's scene
 # frame sides (even, 16..160) that decord 0.6 returns with 4 or 6 channels instead of 3
 DECORD_BAD_SIZES = (16, 24, 48, 72)
 
@@ -76,6 +75,7 @@ def check_config(cfg: CorpusConfig) -> None:
         (not 0 < lo <= hi, "event_seconds must be (low, high) with 0 < low <= high"),
         (not 0 <= cfg.gap_seconds[0] <= cfg.gap_seconds[1],
          "gap_seconds must be (low, high) with 0 <= low <= high"),
+        (not 0 <= cfg.scene_keep <= 1, "scene_keep must be in [0, 1]"),
         (cfg.fps < 1, "fps must be >= 1"),
         (cfg.size < 16 or cfg.size % 2, "size must be an even number >= 16 (yuv420p)"),
         (cfg.size in DECORD_BAD_SIZES,
@@ -110,7 +110,8 @@ def _sample_attributes(rng: np.random.Generator, kind: tuple[str, str], scene: s
 def sample_layout(cfg: CorpusConfig, rng: np.random.Generator) -> tuple[list[Event], int]:
     """The events of one video and its length in frames.
 
-    Distinct kinds, scenes that sometimes persist, event lengths log-uniform in cfg.event_seconds,
+    Distinct kinds, each event in the previous event's scene with probability cfg.scene_keep (else
+    another scene), event lengths log-uniform in cfg.event_seconds,
     background filler (uniform in cfg.gap_seconds) before every event and after the last.
     """
     def gap() -> int:
@@ -121,7 +122,7 @@ def sample_layout(cfg: CorpusConfig, rng: np.random.Generator) -> tuple[list[Eve
     scene = _pick(rng, list(SCENES))
     events, start = [], 0
     for kind in kinds:
-        if events and rng.random() >= SCENE_KEEP_PROB:
+        if events and rng.random() >= cfg.scene_keep:
             scene = _pick(rng, [s for s in SCENES if s != scene])
         attrs = _sample_attributes(rng, kind, scene)
         start += gap()

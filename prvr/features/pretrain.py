@@ -170,7 +170,7 @@ def pretrain_tiny_clip(cfg: ClipPretrainConfig, out_path: str | Path, model_name
     loss_fn = open_clip.ClipLoss()
     total_steps = cfg.epochs * len(_batches(len(captions), cfg.batch_size, torch.Generator()))
     epoch_losses, aux_losses, step = [], [], 0
-    progress = tqdm(total=total_steps, desc=f"pretrain {model_name}", unit="step")
+    progress = tqdm(total=total_steps, desc=f"pretrain {model_name}", unit="step", mininterval=5)  # a line per 5 s in the log
     for _ in range(cfg.epochs):
         losses, aux = [], {}
         for batch in _batches(len(captions), cfg.batch_size, generator):
@@ -192,7 +192,7 @@ def pretrain_tiny_clip(cfg: ClipPretrainConfig, out_path: str | Path, model_name
             losses.append(contrastive.item())
             step += 1
             progress.update(1)
-            progress.set_postfix(loss=f"{contrastive.item():.3f}")
+            progress.set_postfix(loss=f"{contrastive.item():.3f}", refresh=False)
         epoch_losses.append(float(np.mean(losses)) if losses else math.nan)
         aux_losses.append({name: round(float(np.mean(v)), 4) for name, v in aux.items()})
     progress.close()

@@ -1,27 +1,7 @@
-# Stage 6: semantic-collapse diagnostics of every trained model and of the CLIP input features
-# (prvr.evaluation.analysis), t-SNE figures of a few videos per configuration and of the reference
-# (ablation wildcard "clip_input": no model), the paper's side-by-side t-SNE figure (the baseline and
+# Stage 6: semantic-collapse diagnostics of the CLIP input features (prvr.evaluation.analysis; a trained
+# model's come with its evaluation, evaluate.smk), t-SNE figures of a few videos per configuration and
+# of the reference (ablation wildcard "clip_input": no model), the paper's side-by-side t-SNE figure (the baseline and
 # the full method of main_table, same videos) and the training curves of every trained configuration.
-
-
-rule collapse:
-    input:
-        unpack(analysis_inputs),
-        model=f"{DATA}/runs/{{ablation}}/seed{{seed}}/model.pt",
-    output:
-        f"{DATA}/runs/{{ablation}}/seed{{seed}}/collapse.json",
-    params:
-        split=config["analysis"]["split"],
-    log:
-        "logs/collapse/{ablation}/seed{seed}.log",
-    wildcard_constraints:
-        seed=r"\d+",
-    resources:
-        gpu=gpus_for(config["eval"]["device"]),
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/collapse.py"
 
 
 rule collapse_reference:
@@ -33,6 +13,8 @@ rule collapse_reference:
         split=config["analysis"]["split"],
     log:
         "logs/collapse/clip_input.log",
+    benchmark:
+        "benchmarks/collapse_reference.tsv"
     conda:
         "../../envs/analysis.yaml"
     script:
@@ -51,6 +33,8 @@ rule tsne:
         tsne_seed=config["analysis"]["tsne_seed"],
     log:
         "logs/tsne/{ablation}.log",
+    benchmark:
+        "benchmarks/tsne/{ablation}.tsv"
     resources:
         gpu=gpus_for(config["eval"]["device"]),
     conda:
@@ -73,6 +57,8 @@ rule tsne_compare:
         tsne_seed=config["analysis"]["tsne_seed"],
     log:
         "logs/tsne/compare.log",
+    benchmark:
+        "benchmarks/tsne_compare.tsv"
     resources:
         gpu=gpus_for(config["eval"]["device"]),
     conda:
@@ -92,6 +78,8 @@ rule curves:
         seeds=config["seeds"],
     log:
         "logs/curves/{ablation}.log",
+    benchmark:
+        "benchmarks/curves/{ablation}.tsv"
     conda:
         "../../envs/report.yaml"
     script:

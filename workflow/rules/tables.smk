@@ -66,6 +66,8 @@ rule parameters:
         f"{DATA}/runs/{{ablation}}/parameters.json",
     log:
         "logs/parameters/{ablation}.log",
+    benchmark:
+        "benchmarks/parameters/{ablation}.tsv"
     wildcard_constraints:
         ablation=r"[^/]+",
     conda:

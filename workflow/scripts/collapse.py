@@ -1,4 +1,5 @@
-"""Snakemake step: collapse metrics of one trained model, or of the CLIP input features (no model)."""
+"""Snakemake step: collapse metrics of the CLIP input features (no model); a trained model's are written
+by its evaluate step (workflow/scripts/evaluate.py)."""
 import sys
 from pathlib import Path
 
