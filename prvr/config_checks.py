@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import re
 
+from prvr.config_data import RELEASED_SOURCES
+
 TINY_CLIP = "prvr-tiny-clip"  # the only open_clip model the DAG can pretrain itself (= prvr.features.clip.TINY_CLIP)
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -227,7 +229,7 @@ def _data(dataset: str, d):
                  "released_bigfile": ("released_bigfile_dir", "released_text_h5")}.get(d.videos, ())
         for key in needs:
             yield f"data.{key}", None if getattr(d, key) else f"data.videos {d.videos!r} needs data.{key}"
-        if "charades" in (d.train.format, d.test.format) and d.videos not in ("released_features", "released_bigfile"):
+        if "charades" in (d.train.format, d.test.format) and d.videos not in RELEASED_SOURCES:
             yield "data.durations", (None if d.durations else
                                      "Charades-STA files have no durations: give Charades_v1_*.csv (length column)")
     yield "data.val_fraction", _finite(d.val_fraction, 0.0, strict=True, high=0.5)

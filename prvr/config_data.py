@@ -32,8 +32,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-VIDEO_SOURCES = ("generated", "directory", "frame_folders", "charades_archive", "youtube", "released_features",
-                 "released_bigfile")
+RELEASED_SOURCES = ("released_features", "released_bigfile")  # features come ready-made: nothing is decoded
+VIDEO_SOURCES = ("generated", "directory", "frame_folders", "charades_archive", "youtube") + RELEASED_SOURCES
 
 
 @dataclass

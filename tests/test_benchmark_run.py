@@ -76,24 +76,35 @@ def test_val_is_held_out_of_train_and_features_follow_folder_time(tvr_run):
             assert store[vid].shape == (round((6 + i % 4) / 3.0 * 1.5), 64), vid
 
 
-def test_released_features_train_and_evaluate_without_decoding(tmp_path):
-    """data.videos: released_features with files in the authors' layout (root datasets per video id and
-    per caption id): validated, imported, trained and evaluated; no frame is decoded, no CLIP is built."""
+def released_tvr(work: Path) -> tuple[Path, list[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A released-features TVR at small size: the annotation rows of 40 videos (30 train, 10 test) in
+    work/data/tvr, and random features (TINY's input_dim) of their captions (4..11 rows each, ids
+    <vid>#enc#<k>) and videos (10..39 rows): (data dir, video ids, caption features, video features)."""
     rows = [json.loads(line) for line in ROWS.read_text().splitlines()]
     vids = list(dict.fromkeys(r["vid_name"] for r in rows))[:40]
-    data = tmp_path / "data/tvr"
+    data = work / "data/tvr"
     data.mkdir(parents=True)
     for name, keep in (("tvr_train_release.jsonl", vids[:30]), ("tvr_val_release.jsonl", vids[30:])):
         (data / name).write_text("".join(json.dumps(r) + "\n" for r in rows if r["vid_name"] in keep))
-    rng = np.random.default_rng(0)
+    dim, rng = TINY["model"]["input_dim"], np.random.default_rng(0)
     counts: dict[str, int] = {}
-    with h5py.File(data / "video.h5", "w") as video, h5py.File(data / "text.h5", "w") as text:
-        for r in rows:
-            if r["vid_name"] in vids:
-                k = counts[r["vid_name"]] = counts.get(r["vid_name"], -1) + 1
-                text[f"{r['vid_name']}#enc#{k}"] = rng.standard_normal((int(rng.integers(4, 12)), 64)).astype(np.float32)
-        for vid in vids:
-            video[vid] = rng.standard_normal((int(rng.integers(10, 40)), 64)).astype(np.float32)
+    captions = {}
+    for r in rows:
+        if r["vid_name"] in vids:
+            k = counts[r["vid_name"]] = counts.get(r["vid_name"], -1) + 1
+            captions[f"{r['vid_name']}#enc#{k}"] = rng.standard_normal((int(rng.integers(4, 12)), dim)).astype(np.float32)
+    videos = {v: rng.standard_normal((int(rng.integers(10, 40)), dim)).astype(np.float32) for v in vids}
+    return data, vids, captions, videos
+
+
+def test_released_features_train_and_evaluate_without_decoding(tmp_path):
+    """data.videos: released_features with files in the authors' layout (root datasets per video id and
+    per caption id): validated, imported, trained and evaluated; no frame is decoded, no CLIP is built."""
+    data, vids, captions, videos = released_tvr(tmp_path)
+    for path, feats in ((data / "text.h5", captions), (data / "video.h5", videos)):
+        with h5py.File(path, "w") as f:
+            for key, value in feats.items():
+                f[key] = value
     released = {**TINY, "data": {"val_fraction": 0.2, "videos": "released_features",
                                  "released_video_h5": "data/tvr/video.h5", "released_text_h5": "data/tvr/text.h5"}}
     (tmp_path / "released.yaml").write_text(json.dumps(released))

@@ -13,7 +13,7 @@ import pytest
 
 from prvr.data.bigfile import bigfile_layout, import_bigfile_release
 from prvr.data.feature_store import FeatureError, FeatureStore, UnknownIdError
-from test_benchmark_run import REPO, ROWS, SNAKEMAKE, TINY
+from test_benchmark_run import REPO, SNAKEMAKE, TINY, released_tvr
 
 DIM = TINY["model"]["input_dim"]
 
@@ -134,22 +134,9 @@ def test_inf_in_a_caption_names_it(tmp_path):
 
 def _tvr_release(work: Path) -> list[str]:
     """TVR annotation rows (30 train, 10 test videos) and their features as MS-SL's BigFile + RoBERTa."""
-    rows = [json.loads(line) for line in ROWS.read_text().splitlines()]
-    vids = list(dict.fromkeys(r["vid_name"] for r in rows))[:40]
-    data = work / "data/tvr"
-    data.mkdir(parents=True)
-    for name, keep in (("tvr_train_release.jsonl", vids[:30]), ("tvr_val_release.jsonl", vids[30:])):
-        (data / name).write_text("".join(json.dumps(r) + "\n" for r in rows if r["vid_name"] in keep))
-    rng = np.random.default_rng(0)
-    counts: dict[str, int] = {}
-    captions = {}
-    for r in rows:
-        if r["vid_name"] in vids:
-            k = counts[r["vid_name"]] = counts.get(r["vid_name"], -1) + 1
-            captions[f"{r['vid_name']}#enc#{k}"] = rng.standard_normal((int(rng.integers(4, 12)), DIM)).astype(np.float32)
+    data, vids, captions, videos = released_tvr(work)
     write_text(data / "roberta_tvr_query_feat.hdf5", captions)
-    write_bigfile(data / "i3d_resnet", {v: rng.standard_normal((int(rng.integers(10, 40)), DIM)).astype(np.float32)
-                                        for v in vids})
+    write_bigfile(data / "i3d_resnet", videos)
     return vids
 
 

@@ -189,24 +189,10 @@ TINY = {"model": {"input_dim": DIM, "hidden": 16, "heads": 2, "frame_tokens": 6,
 
 
 @pytest.fixture(scope="module")
-def train_data(tmp_path_factory):
-    """test_trainer's learnable data (captions near their video's mean frame) and its cache."""
+def train_data(data):
+    """The learnable training set of tests/conftest.py (test_trainer's) and its cache."""
     from prvr.training.trainer import TrainData
-    root = tmp_path_factory.mktemp("feats")
-    rng = np.random.default_rng(0)
-    with h5py.File(root / "v.h5", "w") as fv, h5py.File(root / "t.h5", "w") as ft:
-        for split, n in (("train", 12), ("val", 6)):
-            lines = []
-            for i in range(n):
-                vid = f"{split}{i}"
-                frames = rng.normal(size=(int(rng.integers(4, 10)), DIM)).astype(np.float32)
-                fv[vid] = frames
-                for k in range(2):
-                    cid = f"{vid}#enc#{k}"
-                    ft[cid] = (frames.mean(0) + 0.1 * rng.normal(size=(int(rng.integers(2, 5)), DIM))).astype(np.float32)
-                    lines.append(f"{cid} caption {k} of {vid}\n")
-            (root / f"{split}.txt").write_text("".join(lines))
-    stores = TrainData(root / "train.txt", root / "val.txt", root / "v.h5", root / "t.h5")
+    stores, root = data, data.train_captions.parent
     cache = build_feature_cache(root / "cache", [stores.train_captions, stores.val_captions], stores.video_feats,
                                 stores.text_feats, frame_tokens=6, max_query_len=77)
     return stores, TrainData(*vars(stores).values(), feature_cache=cache)

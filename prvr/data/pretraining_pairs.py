@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from prvr.data import render
 from prvr.data.vocabulary import (COLOURS, POSITION_WORDS, ROTATION_ORDER, SCENES, SHAPES, SIZE_RADIUS, SIZES,
-                                  _article, _pick, _sentence, visible_colours)
+                                  _article, _noun_phrase, _pick, _sentence, visible_colours)
 from prvr.errors import PrvrError
 
 _PRETRAIN_STREAM = 0x5052    # keeps the pretraining stream apart from every video's
@@ -77,8 +77,8 @@ def still_caption(rng: np.random.Generator, still: Still) -> str:
     scene_words = _pick(rng, SCENES[still.scene][1])
     if still.shape is None:
         return _sentence(f"{_pick(rng, _EMPTY_WORDS)} {scene_words}")
-    words = [_pick(rng, SIZES[still.size_word])] if still.size_word else []
-    noun = " ".join(words + [_pick(rng, COLOURS[still.colour][1]), _pick(rng, SHAPES[still.shape])])
+    noun = _noun_phrase({"size": still.size_word or "none", "colour": still.colour, "shape": still.shape}, rng,
+                        with_size=True)
     cell = (min(int(still.y * 3), 2), min(int(still.x * 3), 2))
     where = POSITION_WORDS[cell] if still.cell_named else ""
     text = (f"{scene_words}, {_article(noun)} {noun} {where}" if rng.random() < 0.3

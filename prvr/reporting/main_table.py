@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from prvr.config_data import RELEASED_SOURCES
 from prvr.errors import PrvrError
 from prvr.io import write_json, write_text
 from prvr.reporting.tables import METRICS, summarise
@@ -185,7 +186,7 @@ def read_run(path: str | Path) -> dict:
         record = json.loads(Path(path).read_text())
         clip = record["provenance"]["config"]["clip"]
         videos = record["provenance"]["config"].get("data", {}).get("videos")
-        features = ("released features" if videos == "released_features" else
+        features = ("released features" if videos in RELEASED_SOURCES else
                     f"CLIP {clip['model']} ({clip['pretrained'] or 'pretrained in the DAG'})")
         return {"metrics": record["metrics"], "seed": record["provenance"]["seed"],
                 "selection": record["selection"], "tie_rule": record["tie_rule"],

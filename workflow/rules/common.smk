@@ -6,6 +6,7 @@ from pathlib import Path
 REPO = Path(workflow.current_basedir).parents[1]
 sys.path.insert(0, str(REPO))  # prvr importable without installing it (conda envs)
 from prvr.config import to_dict, training_settings  # noqa: E402
+from prvr.config_data import RELEASED_SOURCES  # noqa: E402
 from prvr.config_sources import Layer, check_ablations, resolve_layers  # noqa: E402
 from prvr.errors import PrvrError  # noqa: E402
 
@@ -46,7 +47,7 @@ MSC_ROWS = [n for n in CFG.main_table if ABLATIONS[n].model.name.startswith("gmm
 COMPARE_ROWS = [MSC_ROWS[0], MSC_ROWS[-1]] if len(MSC_ROWS) > 1 else []
 SPLITS = ["train", "val", "test"]
 DEMO = CFG.dataset == "demo"
-RELEASED = CFG.data.videos in ("released_features", "released_bigfile")  # features come ready-made
+RELEASED = CFG.data.videos in RELEASED_SOURCES  # features come ready-made
 SOURCE = CFG.data.videos
 
 
