@@ -18,7 +18,7 @@ seconds (user + system), peak RSS (ru_maxrss: touched pages of the mapped cache 
        chunked scores, metrics; one row per --eval-variants: "float32" (this code), "bfloat16"
        (eval.precision bfloat16), "reference" (the evaluation before the inference fast path: the
        training forward in eval mode, MKL's sgemm for every product, eval.batch_size videos per model
-       call); --model-videos overrides evaluate.CPU_MODEL_VIDEOS;
+       call); --model-videos overrides evaluate.CPU_MODEL_VIDEOS (float32; bfloat16 takes twice as many);
   (p)  with the row "profile": where the encoding's CPU time goes (torch.profiler, 64 videos, each
        variant): matrix products, softmax, LayerNorm, copies, the rest;
   (b0) building the cache of the train split;
@@ -110,10 +110,11 @@ def _eval_variant(args: dict) -> str:
     """Set up one evaluation variant in this child; returns its eval.precision."""
     from prvr.evaluation import evaluate
     from prvr.models import attention
-    from prvr.models.parallel_gmm import WindowedLayer
+    from prvr.models.parallel_gmm import ParallelGMMBlock, WindowedLayer
     if args["variant"] == "reference":
         attention._ONEDNN_LINEAR["usable"] = False
         WindowedLayer._infer = lambda self, x, key_bias: self._forward(x, None, key_bias)
+        ParallelGMMBlock._infer = ParallelGMMBlock._forward
         evaluate.CPU_MODEL_VIDEOS = 1 << 30
     if args.get("model_videos"):
         evaluate.CPU_MODEL_VIDEOS = args["model_videos"]
@@ -188,7 +189,7 @@ def phase_profile(args: dict) -> dict:
     precision = _eval_variant(args)
     model = create_model(paper_config(args["threads"]).model, seed=0).eval()
     frames = torch.randn(args["videos"], FRAME_TOKENS, DIM, generator=torch.Generator().manual_seed(0))
-    pieces = frames.split(min(evaluate.CPU_MODEL_VIDEOS, args["batch_size"]))
+    pieces = frames.split(evaluate._videos_per_call(args["batch_size"], "cpu", precision))
     start = time.perf_counter()
     with torch.no_grad(), evaluate.encoding_precision(precision, "cpu"):
         model.encode_videos(pieces[0][:2])  # warm-up
@@ -371,7 +372,7 @@ def main() -> None:
                         choices=["plain", "checkpointing"])
     parser.add_argument("--eval-batch", type=int, default=512, help="eval.batch_size (default: config's 512)")
     parser.add_argument("--model-videos", type=int, default=None,
-                        help="videos per model call (evaluate.CPU_MODEL_VIDEOS; default: the code's)")
+                        help="videos per model call in float32, twice that in bfloat16 (evaluate.CPU_MODEL_VIDEOS; default: the code's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--omp-passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE in every child: "
                         "idle OpenMP threads sleep instead of spinning (fairer numbers on a shared machine)")

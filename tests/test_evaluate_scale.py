@@ -1,20 +1,24 @@
 """Evaluation in query chunks (prvr_scores_chunked, evaluate.split_scores): the same ranks and metrics
-as the unchunked computation (prvr_scores over every query at once), ties included, the tie fallback
-of prvr_scores reproduced across chunks, and a cache-backed split evaluated like the stores.
+as the unchunked computation (prvr_scores over every query at once), ties included, no tie fallback
+needed across chunks, and a cache-backed split evaluated like the stores.
 Run: .venv/bin/python -m pytest tests/test_evaluate_scale.py -q
 """
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from prvr.config import EvalConfig, ModelConfig
 from prvr.data.dataset import PRVRDataset
 from prvr.data.feature_cache import build_feature_cache
 from prvr.data.feature_store import write_features
-from prvr.evaluation import evaluate, scoring
+from prvr.evaluation import evaluate, model_scores, scoring
 from prvr.evaluation.metrics import rank_counts, retrieval_metrics
 from prvr.evaluation.scoring import prvr_scores, prvr_scores_chunked
 from prvr.models import create_model
+from prvr.models.factory import MODEL_BUILDERS
 
 RULES = ("expected", "optimistic", "pessimistic")
 
@@ -53,7 +57,8 @@ def test_chunked_scores_rank_like_prvr_scores(monkeypatch, chunk, block):
 @pytest.mark.parametrize("chunk, block", CHUNKS)
 def test_chunked_scores_equal_prvr_scores_with_ties(monkeypatch, chunk, block):
     """Integer tokens (exact dot products, whatever the matrix shapes): the chunked scores are
-    prvr_scores's to the bit, tied videos included, so are the metrics under every tie rule."""
+    prvr_scores's to float32 rounding (they scale the tokens before the product), copied videos tie
+    to the bit, and the metrics under every tie rule are the same."""
     monkeypatch.setattr(scoring, "BLOCK_ELEMENTS", block)
     query, clip, frame = _tokens(integer=True)
     calls = []
@@ -62,8 +67,9 @@ def test_chunked_scores_equal_prvr_scores_with_ties(monkeypatch, chunk, block):
     whole = prvr_scores(query, clip, frame)
     chunked = prvr_scores_chunked(query, clip, frame, query_chunk=chunk, dtype=torch.float64)
     assert not calls  # every max over tokens unique: the fast path throughout (the fallback: next test)
-    assert torch.equal(chunked, whole.double())
+    torch.testing.assert_close(chunked, whole.double(), rtol=0, atol=4e-7)
     assert torch.equal(chunked[:, 3], chunked[:, 2]) and torch.equal(chunked[:, 7], chunked[:, 2])
+    assert torch.equal(whole[:, 3], whole[:, 2]) and torch.equal(whole[:, 7], whole[:, 2])
     positive = np.arange(37) % 11
     for rule in RULES:
         metrics = retrieval_metrics(chunked.numpy(), positive, ties=rule)
@@ -71,11 +77,12 @@ def test_chunked_scores_equal_prvr_scores_with_ties(monkeypatch, chunk, block):
         assert metrics["queries_with_ties"] >= 9  # the queries of videos 2, 3, 7 at least
 
 
-def test_a_tied_maximum_in_a_late_chunk_switches_the_whole_branch_to_the_reference(monkeypatch):
-    """prvr_scores uses reference_branch_scores for a whole branch when any max over tokens is tied;
-    here only the last query meets a tie (video 0's two copies of e1), in the third chunk of two
-    queries: the chunked version must start over and use the reference for every query of the frame
-    branch (and never for the clip branch, which has no tie)."""
+def test_a_tied_maximum_needs_no_fallback_in_the_chunked_scores(monkeypatch):
+    """prvr_scores uses reference_branch_scores for a whole branch when any max over tokens is tied
+    (for amax's gradient); here only the last query meets a tie (video 0's two copies of e1), in the
+    third chunk of two queries. Without a gradient the tied maximum has one value, so the chunked
+    version never calls the reference (at the TVR size, restarting a branch doubled its time) and
+    agrees with prvr_scores to float32 rounding, the tied score included."""
     e = torch.eye(4)
     frame = torch.stack([torch.stack([e[0], e[0], e[1]]), torch.stack([e[2], e[3], e[1] + e[2]])])  # (2, 3, 4)
     clip = torch.stack([e[:2] + 0.1 * e[2:], e[2:] + 0.2 * e[:2]])  # (2, 2, 4)
@@ -92,8 +99,11 @@ def test_a_tied_maximum_in_a_late_chunk_switches_the_whole_branch_to_the_referen
     assert calls == [(6, 3)]  # the fallback of prvr_scores: the frame branch, every query
     calls.clear()
     chunked = prvr_scores_chunked(query, clip, frame, query_chunk=2)
-    assert calls == [(2, 3), (2, 3), (2, 3)]  # after the restart: every chunk of the frame branch
+    assert calls == []
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-7)
+    unit_query = F.normalize(query[5], dim=0)  # its cosine with e0 (frames 0 and 1 of video 0): 1 / |q|
+    tied = 0.4 * (F.normalize(clip[0], dim=-1) @ unit_query).max() + 0.6 / query[5].norm()
+    assert chunked[5, 0].item() == pytest.approx(tied.item(), abs=1e-7)
 
 
 def _split(tmp_path, n_videos=8, frames=6, dim=8, duplicate=True, half=False):
@@ -178,3 +188,27 @@ def test_cache_backed_split_evaluates_like_the_stores_when_nothing_rounds(tmp_pa
     s_cached, p_cached = evaluate.split_scores(model, cached, cfg)
     assert np.array_equal(s_stores, s_cached) and np.array_equal(p_stores, p_cached)
     assert evaluate.evaluate_split(model, cached, cfg) == evaluate.evaluate_split(model, stores, cfg)
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_BUILDERS))
+def test_queries_encoded_in_length_order_come_back_in_split_order(tmp_path, name):
+    """encode_queries batches captions by length (less padding) and returns them in the split's
+    caption order: every registered model's query vectors equal encoding each caption alone, to
+    float32 rounding; a cache-backed split takes the lengths from the cache's offsets."""
+    paths = _split(tmp_path, half=True)
+    stores = PRVRDataset(*paths, frame_tokens=6)
+    model = create_model(dataclasses.replace(MODEL, name=name), seed=2).eval()
+    keys = model_scores.query_keys(evaluate.score_branches(model))
+    got = evaluate.encode_queries(model, stores, 5, "cpu", keys)
+    with torch.no_grad():
+        for i, caption in enumerate(stores.index.caption_ids):
+            tokens = torch.from_numpy(stores.queries[caption])[None]  # (1, L, D)
+            alone = model.encode_queries(tokens, torch.ones(tokens.shape[:2], dtype=torch.bool))
+            alone = alone if isinstance(alone, dict) else {"query": alone}
+            for key in keys:
+                torch.testing.assert_close(got[key][i], alone[key][0], rtol=1e-5, atol=1e-6)
+    lengths = evaluate.query_lengths(stores.queries, stores.index.caption_ids)
+    assert len(set(lengths.tolist())) > 3  # mixed lengths: the order differs from the split's
+    cache = build_feature_cache(tmp_path / "cache", [paths[0]], paths[1], paths[2], frame_tokens=6, max_query_len=77)
+    cached = PRVRDataset.from_cache(cache, paths[0], MODEL)
+    assert np.array_equal(evaluate.query_lengths(cached.queries, cached.index.caption_ids), lengths)

@@ -176,6 +176,26 @@ def test_inference_layer_under_bfloat16_autocast_matches_the_training_forward():
     torch.testing.assert_close(fast.float(), reference.float(), rtol=0, atol=2e-2)  # both bfloat16 arithmetic
 
 
+@pytest.mark.parametrize("width", [None, 0.5])
+@pytest.mark.parametrize("sizes", [False, True], ids=["uniform", "merged_sizes"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_with_heads_together_equals_head_by_head(width, sizes, dtype):
+    """The two inference forms of a layer's attention (under bfloat16 autocast all heads in one product,
+    in float32 head by head on strided views) give the same numbers on the same qkv (B, N, 3, heads, d)."""
+    from prvr.models.parallel_gmm import _attend_heads_together, _attend_per_head, gaussian_window
+    g = torch.Generator().manual_seed(8)
+    qkv = torch.randn(3, 7, 3, 4, 5, generator=g).to(dtype)
+    window = None if width is None else gaussian_window(7, width)
+    key_bias = torch.rand(3, 7, generator=g).mul(4).add(1).log()[:, None, None, :] if sizes else None
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):  # where qkv is bfloat16
+        together = _attend_heads_together(qkv, window, key_bias)
+        per_head = _attend_per_head(qkv, window, key_bias)
+        head_0 = _attend_per_head(qkv[:, :, :, :1], window, key_bias)
+    assert together.shape == (3, 7, 20) and together.dtype == per_head.dtype
+    torch.testing.assert_close(together, per_head, rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-2)
+    assert torch.equal(together[..., :5], head_0)  # head 0 alone
+
+
 def test_training_and_grad_paths_do_not_take_the_inference_layer(monkeypatch):
     from prvr.models.parallel_gmm import WindowedLayer
     layer = _windowed_layer(1.0)
@@ -188,11 +208,12 @@ def test_training_and_grad_paths_do_not_take_the_inference_layer(monkeypatch):
 
 
 def test_whole_model_inference_matches_the_reference_path(monkeypatch):
-    """gmmformer_v2 with token merging (log-size key bias in the clip block): encode_videos through _infer
-    vs through _forward, with oneDNN linears or without."""
+    """gmmformer_v2 with token merging (log-size key bias in the clip block): encode_videos through the
+    layers' and blocks' _infer vs the layers' _forward, with oneDNN linears or without, and vs the
+    forward that autograd records (the blocks' stacked fusion)."""
     from prvr.config import ModelConfig, MergingConfig
     from prvr.models import attention, create_model
-    from prvr.models.parallel_gmm import WindowedLayer
+    from prvr.models.parallel_gmm import ParallelGMMBlock, WindowedLayer
     cfg = ModelConfig(name="gmmformer_v2", input_dim=12, hidden=16, heads=2, frame_tokens=8, clip_tokens=4,
                       merging=MergingConfig(enabled=True, stages=(6, 4)))
     model = create_model(cfg, seed=3).eval()
@@ -202,10 +223,15 @@ def test_whole_model_inference_matches_the_reference_path(monkeypatch):
         monkeypatch.setitem(attention._ONEDNN_LINEAR, "usable", False)
         mkl = model.encode_videos(frames)
         monkeypatch.setattr(WindowedLayer, "_infer", lambda self, x, key_bias: self._forward(x, None, key_bias))
+        monkeypatch.setattr(ParallelGMMBlock, "_infer", ParallelGMMBlock._forward)
         reference = model.encode_videos(frames)
+    with torch.enable_grad():
+        recorded = model.encode_videos(frames)
     for key in ("frame_tokens", "clip_tokens"):
         torch.testing.assert_close(fast[key], reference[key], rtol=2e-6, atol=2e-6)
         torch.testing.assert_close(mkl[key], reference[key], rtol=2e-6, atol=2e-6)
+        torch.testing.assert_close(fast[key], recorded[key].detach(), rtol=2e-6, atol=2e-6)
+        assert recorded[key].requires_grad
 
 
 @pytest.mark.parametrize("relu", [False, True])
@@ -225,6 +251,27 @@ def test_inference_linear_matches_f_linear(relu, bias):
     assert xg.grad is not None and xg.grad.abs().sum() > 0
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert inference_linear(x, w, b).dtype == torch.bfloat16  # autocast: F.linear in bfloat16
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_inference_linear_under_bfloat16_autocast_is_autocasts_f_linear(relu, bias, monkeypatch):
+    """Under CPU bfloat16 autocast, outside autograd: oneDNN's fused linear in bfloat16 (the probe run
+    inside autocast still finds oneDNN usable), the bits of autocast's F.linear (+ ReLU)."""
+    from prvr.models import attention
+    monkeypatch.setitem(attention._ONEDNN_LINEAR, "usable", None)
+    g = torch.Generator().manual_seed(6)
+    x, w, b = torch.randn(300, 48, generator=g), torch.randn(40, 48, generator=g), torch.randn(40, generator=g)
+    calls = []
+    monkeypatch.setattr(attention, "_plain_linear", lambda *a: calls.append(1) or torch.zeros(0))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention.inference_linear(x, w, b if bias else None, relu=relu)
+        expected = torch.nn.functional.linear(x, w, b if bias else None)
+        expected = expected.relu() if relu else expected
+        hidden = attention.inference_linear(out, torch.randn(8, 40, generator=g), None)  # bfloat16 input
+    assert not calls and attention._ONEDNN_LINEAR["usable"]
+    assert out.dtype == expected.dtype == hidden.dtype == torch.bfloat16
+    assert torch.equal(out, expected)
 
 
 def test_the_onednn_probe_leaves_the_global_rng_alone(monkeypatch):

@@ -177,14 +177,12 @@ class PRVRDataset(torch.utils.data.Dataset):
 
 
 def pad_queries(queries: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack `(L_i, D)` token arrays into `(Q, L_max, D)` with a `(Q, L_max)` validity mask."""
-    lengths = [q.shape[0] for q in queries]
-    dim = queries[0].shape[1]
-    feats = torch.zeros(len(queries), max(lengths), dim)
-    mask = torch.zeros(len(queries), max(lengths), dtype=torch.bool)
-    for i, q in enumerate(queries):
-        feats[i, : q.shape[0]] = torch.from_numpy(np.asarray(q, dtype=np.float32))
-        mask[i, : q.shape[0]] = True
+    """Stack `(L_i, D)` token arrays into `(Q, L_max, D)` float32 with a `(Q, L_max)` validity mask."""
+    lengths = torch.tensor([q.shape[0] for q in queries])  # (Q,)
+    mask = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]  # (Q, L_max)
+    feats = torch.zeros(*mask.shape, queries[0].shape[1])
+    # one copy of every token, in mask order (query by query, position by position)
+    feats[mask] = torch.from_numpy(np.concatenate(queries)).float()
     return feats, mask
 
 

@@ -14,13 +14,16 @@ computed query_chunk queries at a time in cache-sized blocks (prvr_scores_chunke
 (Q, V, tokens) tensor) and ranked in row chunks (metrics.rank_counts). What is held whole: the
 encoded tokens (V x (Nc + Nf) x H float32), the encoded queries (Q x H) and the (Q, V) float64 scores.
 
-Speed: on CPU the model sees at most CPU_MODEL_VIDEOS videos per call whatever cfg.batch_size is, so
-its intermediate tensors (the FFN's (B * Nf, 4H) at the paper's shape: 25 MB for 32 videos) stay
-small enough for the allocator to reuse them; larger calls page-fault fresh memory in every layer
-(measured at 1 thread, the paper's model on 2,179 videos: 28 s of system time at 128 videos per call,
-21 s at 64, 8 s at 32, 4 s at 16, 0.3 s with glibc told never to return memory; user time 116 s in
-each case; bench/bench_scale.py --model-videos). Every video is encoded alone (nothing mixes videos),
-so the split only changes how a matrix product is blocked: float32 rounding.
+Speed: on CPU the model sees (and the cache is read for) at most CPU_MODEL_VIDEOS videos per call in
+float32, twice that in bfloat16 (activations of half the bytes), whatever cfg.batch_size is, so its
+intermediate tensors (the FFN's (B * Nf, 4H) at the paper's shape: 25 MB) stay small enough for the
+allocator to reuse them; larger calls page-fault fresh memory in every layer (measured before the
+parallel block stopped stacking its layers' outputs, at 1 thread, the paper's model on 2,179 videos
+in float32: 28 s of system time at 128 videos per call, 21 s at 64, 8 s at 32; user time 116 s in
+each case; bench/bench_scale.py --model-videos). Now, on 2 threads and 512 videos: float32 14.5 s at
+32 videos per call, 17 s at 64; bfloat16 9.4 s at 32, 8.8 s at 64. Every video is encoded alone (nothing mixes videos), so the split only changes how a matrix
+product is blocked: float32 rounding. Queries are encoded in order of length (less padding; see
+encode_queries).
 
 Precision (cfg.precision, config eval.precision): "float32", or "bfloat16": the model runs under
 torch.autocast in bfloat16 (CPU or CUDA); its outputs are cast to float32, scored in float32 and
@@ -40,7 +43,7 @@ from prvr.evaluation import model_scores, scoring
 from prvr.models.base import MAX_CLIP_AND_FRAME
 
 
-CPU_MODEL_VIDEOS = 32  # videos per model call on CPU (see the module docstring)
+CPU_MODEL_VIDEOS = 32  # videos per model call on CPU in float32, twice that in bfloat16 (see the module docstring)
 PRECISIONS = ("float32", "bfloat16")
 
 
@@ -53,11 +56,12 @@ def encoding_precision(precision: str, device: str):
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 
 
-def _model_batches(frames: torch.Tensor, device: str):
-    """The (B, Nf, D) batch in pieces of at most CPU_MODEL_VIDEOS videos on CPU (whole elsewhere)."""
+def _videos_per_call(batch_size: int, device: str, precision: str) -> int:
+    """Videos read and encoded per model call: batch_size, on CPU at most CPU_MODEL_VIDEOS in float32
+    and twice that in bfloat16."""
     if torch.device(device).type != "cpu":
-        return (frames,)
-    return frames.split(CPU_MODEL_VIDEOS)
+        return batch_size
+    return min(batch_size, CPU_MODEL_VIDEOS * (2 if precision == "bfloat16" else 1))
 
 
 def score_branches(model):
@@ -75,10 +79,10 @@ def encode_videos(model, dataset: PRVRDataset, batch_size: int, device: str,
     are float32 whatever `precision` ("float32" or "bfloat16") the model ran at."""
     parts: dict[str, list[torch.Tensor]] = {key: [] for key in keys + optional}
     with encoding_precision(precision, device):
-        for start in range(0, len(dataset), batch_size):
-            frames = torch.from_numpy(np.array(dataset.frames[start:start + batch_size], dtype=np.float32)).to(device)
-            for piece in _model_batches(frames, device):
-                _append_outputs(parts, model.encode_videos(piece), optional)
+        step = _videos_per_call(batch_size, device, precision)  # read as encoded: small buffers the allocator reuses
+        for start in range(0, len(dataset), step):
+            frames = torch.from_numpy(np.array(dataset.frames[start:start + step], dtype=np.float32)).to(device)
+            _append_outputs(parts, model.encode_videos(frames), optional)
     return {k: torch.cat(v) for k, v in parts.items() if v}
 
 
@@ -90,22 +94,35 @@ def _append_outputs(parts: dict[str, list[torch.Tensor]], out: dict, optional: t
         parts[key].append((value.float() if value.is_floating_point() else value).cpu())
 
 
+def query_lengths(queries, ids) -> np.ndarray:
+    """(Q,) token counts of the captions `ids` of a split's queries (a dict or a cache view)."""
+    if hasattr(queries, "lengths"):
+        return queries.lengths(ids)
+    return np.array([queries[c].shape[0] for c in ids], dtype=np.int64)
+
+
 @torch.no_grad()
 def encode_queries(model, dataset: PRVRDataset, batch_size: int, device: str,
                    keys: tuple[str, ...] | None = None, precision: str = "float32"):
     """Encode every caption of the split in chunks, in `dataset.index.caption_ids` order: the query
     vectors (Q, H), or with `keys` a dict of those encode_queries outputs, each (Q, H), float32
-    whatever `precision` the model ran at."""
+    whatever `precision` the model ran at.
+
+    Captions are batched in order of length (a batch is padded to its longest caption, so mixed
+    lengths waste products on padding) and put back in split order; each caption is encoded alone
+    (padding is masked), so the order changes only how products are blocked: float32 rounding."""
     ids = dataset.index.caption_ids
+    order = np.argsort(query_lengths(dataset.queries, ids), kind="stable")  # (Q,)
     parts: dict[str, list[torch.Tensor]] = {key: [] for key in (keys or ("query",))}
     with encoding_precision(precision, device):
         for start in range(0, len(ids), batch_size):
-            feats, mask = pad_queries([dataset.queries[c] for c in ids[start:start + batch_size]])
+            feats, mask = pad_queries([dataset.queries[ids[i]] for i in order[start:start + batch_size]])
             out = model.encode_queries(feats.to(device), mask.to(device))
             out = out if isinstance(out, dict) else {"query": out}
             for key in parts:
                 parts[key].append(out[key].float().cpu())
-    stacked = {k: torch.cat(v) for k, v in parts.items()}
+    restore = torch.from_numpy(np.argsort(order))  # sorted position of each caption
+    stacked = {k: torch.cat(v)[restore] for k, v in parts.items()}
     return stacked if keys else stacked["query"]
 
 

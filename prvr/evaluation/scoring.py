@@ -17,8 +17,8 @@ so the gradient at ties is amax's (split evenly), exactly as before.
     scores = prvr_scores(query, clip_tokens, frame_tokens, w_clip=0.4, w_frame=0.6)   # (Q, B)
     dots, cosines = branch_dot_and_cosine(query, frame_tokens)                        # (Q, B) each
 
-Evaluation at benchmark size (no gradient): `prvr_scores_chunked` gives prvr_scores's numbers
-query_chunk queries at a time, in cache-sized (queries x videos x tokens) blocks:
+Evaluation at benchmark size (no gradient): `prvr_scores_chunked` gives prvr_scores's numbers (to
+float32 rounding; it needs no tie fallback) query_chunk queries at a time, in cache-sized (queries x videos x tokens) blocks:
 
     scores = prvr_scores_chunked(query, clip_tokens, frame_tokens, 0.4, 0.6, query_chunk=1024,
                                  dtype=torch.float64)                                 # (Q, B)
@@ -202,24 +202,17 @@ def _inverse_norms(x: torch.Tensor) -> torch.Tensor:
     return x.norm(dim=-1).clamp(min=NORM_EPS).reciprocal()
 
 
-def _cosine_block_maxima(query, tokens, inv_query, inv_tokens):
-    """(Q, B) max cosines of `_winners`'s arithmetic (dot, times 1/|t|, max, times 1/|q|) in blocks of
-    about BLOCK_ELEMENTS similarities, and whether every maximum is finite and attained once."""
+def _cosine_block_maxima(query, unit_tokens, inv_query):
+    """(Q, B) max_n <q, t_n / |t_n|> / |q| in blocks of about BLOCK_ELEMENTS similarities."""
     n_queries, h = query.shape
-    b, n, _ = tokens.shape
+    b, n, _ = unit_tokens.shape
     out = query.new_empty(n_queries, b)
     videos = max(1, BLOCK_ELEMENTS // max(1, n_queries * n))
-    clean = True
     for start in range(0, b, videos):
         stop = min(b, start + videos)
-        part = (query @ tokens[start:stop].reshape(-1, h).t()).view(n_queries, stop - start, n)
-        part.mul_(inv_tokens[start:stop].unsqueeze(0))  # (Q, b, N) <q, t> / |t|
-        values = part.amax(dim=-1)
-        if clean:  # every max finite and attained once: then the block holds Q * b maxima
-            clean = (bool(torch.isfinite(values).all())
-                     and int(torch.count_nonzero(part == values[..., None])) == values.numel())
-        out[:, start:stop] = values * inv_query[:, None]
-    return out, clean
+        part = query @ unit_tokens[start:stop].reshape(-1, h).t()  # (Q, b * N)
+        out[:, start:stop] = part.view(n_queries, stop - start, n).amax(dim=-1)
+    return out.mul_(inv_query[:, None])
 
 
 @torch.no_grad()
@@ -227,10 +220,17 @@ def branch_scores_chunked(query: torch.Tensor, tokens: torch.Tensor,
                           query_chunk: int = QUERY_CHUNK) -> torch.Tensor:
     """branch_scores(query, tokens) (cosine, no gradient) query_chunk queries at a time: (Q, B) float32.
 
-    The arithmetic is branch_scores's, element by element: max_n(<q, t_n> / |t_n|) / |q| with the norms
-    of the whole input, or, when any maximum over ALL queries and videos is tied or not finite (where
-    branch_scores falls back to `reference_branch_scores`), the reference's max_n <q/|q|, t_n/|t_n|> for
-    the whole input. Memory: the result and one block of about BLOCK_ELEMENTS similarities.
+        s[q, v] = max_n <q, t_vn / |t_vn|> / |q|     (norms clamped at NORM_EPS, as everywhere here)
+
+    The tokens are scaled to unit length once (a copy of `tokens`), so a block is one matrix product
+    and a max. branch_scores computes the same cosines as max_n(<q, t_n> / |t_n|) / |q|, or, when any
+    maximum is tied, switches the whole input to `reference_branch_scores` (max_n <q/|q|, t_n/|t_n|>)
+    for amax's gradient at ties; without a gradient a tied maximum has one value whichever token
+    attains it, so this needs no fallback. The three differ by float32 rounding. (The chunked scores
+    used to restart a whole branch on the reference as branch_scores does: at the TVR test size one
+    tied maximum among its 10895 x 2179 x 128 frame similarities is likely, and the restart doubled the
+    scoring time.) Non-finite tokens give NaN scores, which the metrics reject. Memory: the result,
+    the unit tokens and one block of about BLOCK_ELEMENTS similarities.
     """
     _check_shapes(query, tokens)
     if query_chunk < 1:
@@ -238,18 +238,12 @@ def branch_scores_chunked(query: torch.Tensor, tokens: torch.Tensor,
     n_queries, n_videos = query.shape[0], tokens.shape[0]
     if n_queries == 0 or n_videos == 0:
         return branch_scores(query, tokens)
-    inv_tokens, inv_query = _inverse_norms(tokens), _inverse_norms(query)
+    unit_tokens = tokens * _inverse_norms(tokens).unsqueeze(-1)  # (B, N, H)
+    inv_query = _inverse_norms(query)  # (Q,)
     out = query.new_empty(n_queries, n_videos)
     for start in range(0, n_queries, query_chunk):
         stop = min(n_queries, start + query_chunk)
-        values, clean = _cosine_block_maxima(query[start:stop], tokens, inv_query[start:stop], inv_tokens)
-        if not clean:  # branch_scores would use the reference for the whole input
-            normalized = F.normalize(tokens, dim=-1)
-            for begin in range(0, n_queries, query_chunk):
-                q = F.normalize(query[begin:begin + query_chunk], dim=-1)
-                out[begin:begin + query_chunk] = reference_branch_scores(q, normalized, normalize=False)
-            return out
-        out[start:stop] = values
+        out[start:stop] = _cosine_block_maxima(query[start:stop], unit_tokens, inv_query[start:stop])
     return out
 
 
@@ -261,10 +255,10 @@ def prvr_scores_chunked(query: torch.Tensor, clip_tokens: torch.Tensor, frame_to
 
     Memory: the (Q, B) result, the two branches' (Q, B) float32 scores and one block of about
     BLOCK_ELEMENTS similarities; never a (Q, B, N) or (chunk, B, N) tensor. Each branch is
-    `branch_scores_chunked` (prvr_scores's arithmetic element by element, its tie fallback included),
-    fused in float32 as prvr_scores does. The one difference left is the matrix product's blocking: a
-    BLAS may sum a dot product in another order for another matrix shape, i.e. differ in the last bit
-    (float32 rounding), which can reorder only candidates whose scores are that close. (oneDNN's linear,
+    `branch_scores_chunked` (unit tokens, no tie fallback), fused in float32 as prvr_scores does. The
+    scores differ from prvr_scores's by float32 rounding (where the tokens are scaled, the matrix
+    product's blocking, prvr_scores's reference arithmetic at ties), which can reorder only
+    candidates whose scores are that close. (oneDNN's linear,
     faster than MKL for the model's fixed weights, took twice MKL's time here: it repacks the token
     block, new at every call, as a weight.)
     """

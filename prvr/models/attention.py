@@ -209,8 +209,9 @@ def _onednn_linear_usable() -> bool:
             # fixed values, not torch.randn: the probe must not move the global RNG (training's dropout)
             x = torch.linspace(-1, 1, 15).view(3, 5)
             w, b = torch.linspace(1, -0.5, 20).view(4, 5), torch.linspace(-0.2, 0.3, 4)
-            out = torch.ops.mkldnn._linear_pointwise(x, w, b, "relu", [], "")
-            _ONEDNN_LINEAR["usable"] = bool(torch.allclose(out, F.linear(x, w, b).relu(), atol=1e-5))
+            with torch.autocast("cpu", enabled=False):  # the probe compares float32 with float32
+                out = torch.ops.mkldnn._linear_pointwise(x, w, b, "relu", [], "")
+                _ONEDNN_LINEAR["usable"] = bool(torch.allclose(out, F.linear(x, w, b).relu(), atol=1e-5))
         except (AttributeError, RuntimeError, NotImplementedError):
             _ONEDNN_LINEAR["usable"] = False
     return _ONEDNN_LINEAR["usable"]
@@ -220,13 +221,25 @@ def inference_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
                      relu: bool = False) -> torch.Tensor:
     """F.linear(x, weight, bias) (then ReLU with `relu`) outside autograd: (..., D) -> (..., O).
 
-    On CPU in float32 without autocast this is oneDNN's linear with the bias and ReLU fused (no
-    gradient: only when autograd is off); elsewhere F.linear. The two differ by float32 rounding."""
-    fast = (not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
-            and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-            and _onednn_linear_usable())
-    if fast:
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "relu" if relu else "none", [], "")
+    On CPU without a gradient this is oneDNN's linear with the bias and ReLU fused: in float32, or
+    under CPU bfloat16 autocast in bfloat16 (x, weight and bias cast to bfloat16 as autocast casts
+    them for F.linear; the output is bfloat16 like autocast's). Elsewhere F.linear. The float32 paths
+    differ by float32 rounding; the bfloat16 ones use the same oneDNN kernel (F.linear also adds the
+    bias by a separate copy, a tenth of the product's time at the paper's shapes)."""
+    if torch.is_grad_enabled() or x.device.type != "cpu" or not _onednn_linear_usable():
+        return _plain_linear(x, weight, bias, relu)
+    if torch.is_autocast_enabled("cpu"):
+        if (torch.get_autocast_dtype("cpu") != torch.bfloat16 or weight.dtype != torch.float32
+                or x.dtype not in (torch.float32, torch.bfloat16)):
+            return _plain_linear(x, weight, bias, relu)
+        x, weight = x.to(torch.bfloat16), weight.to(torch.bfloat16)
+        bias = None if bias is None else bias.to(torch.bfloat16)
+    elif x.dtype != torch.float32 or weight.dtype != torch.float32:
+        return _plain_linear(x, weight, bias, relu)
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "relu" if relu else "none", [], "")
+
+
+def _plain_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool) -> torch.Tensor:
     out = F.linear(x, weight, bias)
     return out.relu_() if relu else out
 

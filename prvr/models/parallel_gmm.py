@@ -24,8 +24,10 @@ a[b, n, k] = (W2 drop(relu(W1 s_k)))[n] (W2: H -> N, so the block is tied to N t
 
 Speed and memory (the same numbers to float32 rounding): in inference (eval mode, autograd off) a
 `WindowedLayer` runs `_infer`: one projection for q, k and v, attention head by head on strided views
-(no copies), the window and scale applied in place, the linears through `inference_linear` (oneDNN
-with the bias and ReLU fused); each window is computed once per (N, width) and cached. In training,
+(no copies) in float32 or all heads at once after one layout copy under bfloat16 autocast (each the
+faster there), the window and scale applied in place, the linears through `inference_linear` (oneDNN
+with the bias and ReLU fused); each window is computed once per (N, width) and cached; the block
+mixes the layers' outputs in place instead of stacking them (`ParallelGMMBlock._infer`). In training,
 `activation_checkpointing` (set by train.activation_checkpointing through
 `attention.enable_activation_checkpointing`) recomputes each parallel layer in the backward pass.
 """
@@ -140,26 +142,16 @@ class WindowedLayer(nn.Module):
     @torch.no_grad()
     def _infer(self, x: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
         """`_forward(x, None, key_bias)` without dropout or autograd, in fewer passes over memory:
-        q, k, v from one projection, per head (B, N, d) strided views straight into bmm, logits
-        scaled and windowed in place, linears through `inference_linear`. (B, N, H) -> (B, N, H)."""
+        q, k, v from one projection, logits scaled and windowed in place, linears through
+        `inference_linear`. (B, N, H) -> (B, N, H)."""
         attention, ffn = self.attention, self.ffn.net
         b, n, h = x.shape
-        heads = attention.heads
-        d = h // heads
         weight = torch.cat([attention.query.weight, attention.key_value.weight])  # (3H, H)
         bias = torch.cat([attention.query.bias, attention.key_value.bias])
-        qkv = inference_linear(x.reshape(b * n, h), weight, bias).view(b, n, 3, heads, d)
+        qkv = inference_linear(x.reshape(b * n, h), weight, bias).view(b, n, 3, attention.heads, -1)
         window = None if attention.width is None else _cached_window(n, attention.width, str(x.device))
-        per_head = []
-        for i in range(heads):
-            logits = torch.bmm(qkv[:, :, 0, i], qkv[:, :, 1, i].transpose(1, 2))  # (B, N, N)
-            logits.div_(math.sqrt(d))
-            if window is not None:
-                logits.mul_(window.to(logits.dtype))
-            if key_bias is not None:  # out of place: promotes as _forward does under autocast
-                logits = logits + key_bias[:, 0]  # (B, 1, N)
-            per_head.append(torch.bmm(logits.softmax(dim=-1), qkv[:, :, 2, i]))  # (B, N, d)
-        y = self.norm1(x + torch.cat(per_head, dim=-1))  # (B, N, H)
+        attend = _attend_per_head if qkv.dtype == torch.float32 else _attend_heads_together
+        y = self.norm1(x + attend(qkv, window, key_bias))  # (B, N, H)
         hidden = inference_linear(y.reshape(b * n, h), ffn[0].weight, ffn[0].bias, relu=True)
         out = inference_linear(hidden, ffn[3].weight, ffn[3].bias).view(b, n, h)
         return self.norm2(y.add_(out))  # y is this layer's own tensor; float32 under autocast too
@@ -173,6 +165,44 @@ class WindowedLayer(nn.Module):
     def _finish(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         x = self.norm1(x + self.drop1(attended))
         return self.norm2(x + self.drop2(self.ffn(x)))
+
+
+def _scaled_windowed_logits(logits: torch.Tensor, d: int, window: torch.Tensor | None,
+                            key_bias: torch.Tensor | None) -> torch.Tensor:
+    """q.k / sqrt(d), times the window, plus the key bias: in place where the dtype allows."""
+    logits.div_(math.sqrt(d))
+    if window is not None:
+        logits.mul_(window.to(logits.dtype))
+    if key_bias is not None:  # out of place: promotes as _forward does under autocast
+        logits = logits + key_bias
+    return logits
+
+
+def _attend_per_head(qkv: torch.Tensor, window: torch.Tensor | None,
+                     key_bias: torch.Tensor | None) -> torch.Tensor:
+    """Attention head by head on strided views of qkv (B, N, 3, heads, d), no layout copy -> (B, N, H).
+    The faster form in float32 (measured at the paper's shape)."""
+    b, n, _, heads, d = qkv.shape
+    bias = None if key_bias is None else key_bias[:, 0]  # (B, 1, N)
+    per_head = []
+    for i in range(heads):
+        logits = torch.bmm(qkv[:, :, 0, i], qkv[:, :, 1, i].transpose(1, 2))  # (B, N, N)
+        logits = _scaled_windowed_logits(logits, d, window, bias)
+        per_head.append(torch.bmm(logits.softmax(dim=-1), qkv[:, :, 2, i]))  # (B, N, d)
+    return torch.cat(per_head, dim=-1)
+
+
+def _attend_heads_together(qkv: torch.Tensor, window: torch.Tensor | None,
+                           key_bias: torch.Tensor | None) -> torch.Tensor:
+    """The same attention for all heads in one product each, after one layout copy of qkv
+    (B, N, 3, heads, d) -> (B, N, H). The faster form in bfloat16, where a product on strided views
+    copies them anyway and each small operation costs more in thread handovers than in arithmetic
+    (6 % of the encoding at the paper's shape); the same numbers as `_attend_per_head`."""
+    b, n, _, heads, d = qkv.shape
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).reshape(3, b, heads, n, d).unbind(0)  # (B, heads, N, d) each
+    logits = q @ k.transpose(-1, -2)  # (B, heads, N, N)
+    logits = _scaled_windowed_logits(logits, d, window, key_bias)
+    return (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, n, heads * d)
 
 
 class ParallelGMMBlock(nn.Module):
@@ -198,16 +228,38 @@ class ParallelGMMBlock(nn.Module):
     def forward(self, x: torch.Tensor, weight_token: torch.Tensor,
                 sizes: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, N, H), weight_token (1, 1, H), sizes (B, N) frames per token or None."""
-        b, n, h = x.shape
-        if n != self.n_tokens:
-            raise ValueError(f"parallel GMM block built for {self.n_tokens} tokens, got {n}")
+        if x.shape[1] != self.n_tokens:
+            raise ValueError(f"parallel GMM block built for {self.n_tokens} tokens, got {x.shape[1]}")
         key_bias = None if sizes is None else sizes.to(x.dtype).log()[:, None, None, :]
+        token = weight_token.to(x.dtype)  # (1, 1, H), one query for all K * B sequences
+        if not self.training and not torch.is_grad_enabled():
+            return self._infer(x, token, key_bias)
+        return self._forward(x, token, key_bias)
+
+    def _forward(self, x: torch.Tensor, token: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
+        """The layers' outputs stacked (K, B, N, H), summarised together and mixed: (B, N, H)."""
+        b, n, h = x.shape
         outs = torch.stack([layer(x, key_bias=key_bias) for layer in self.layers])  # (K, B, N, H)
         k = outs.shape[0]
-        token = weight_token.to(x.dtype)  # (1, 1, H), one query for all K * B sequences
         summaries = self.summary.forward_from_token(token, outs.reshape(k * b, n, h)).view(k, b, h)
-        logits = self.fusion_out(self.fusion_drop(F.relu(self.fusion_hidden(summaries))))  # (K, B, N)
-        return fuse_layers(logits, outs, self.temperature)
+        return fuse_layers(self._fusion_logits(summaries), outs, self.temperature)
+
+    def _fusion_logits(self, summaries: torch.Tensor) -> torch.Tensor:
+        """(K, B, H) layer summaries -> (K, B, N) fusion logits."""
+        return self.fusion_out(self.fusion_drop(F.relu(self.fusion_hidden(summaries))))
+
+    def _infer(self, x: torch.Tensor, token: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
+        """forward without dropout or autograd, never holding the (K, B, N, H) stack of the layers'
+        outputs or its weighted copy (at the paper's shape, 32 videos: 50 MB each, fresh memory that
+        glibc maps and faults in at every call): each layer is summarised alone and the mixture is
+        accumulated in place. The same numbers to float32 rounding."""
+        outs = [layer(x, key_bias=key_bias) for layer in self.layers]  # K x (B, N, H)
+        summaries = torch.cat([self.summary.forward_from_token(token, out) for out in outs], dim=1)  # (B, K, H)
+        weights = (self._fusion_logits(summaries.transpose(0, 1)) / self.temperature).softmax(dim=0)  # (K, B, N)
+        fused = outs[0].mul_(weights[0].unsqueeze(-1).to(outs[0].dtype))  # outs[0] is layer 0's own tensor
+        for out, weight in zip(outs[1:], weights[1:]):
+            fused.addcmul_(out, weight.unsqueeze(-1).to(out.dtype))
+        return fused  # (B, N, H)
 
 
 def fuse_layers(logits: torch.Tensor, outs: torch.Tensor, temperature: float) -> torch.Tensor:
