@@ -21,9 +21,9 @@ allocator to reuse them; larger calls page-fault fresh memory in every layer (me
 parallel block stopped stacking its layers' outputs, at 1 thread, the paper's model on 2,179 videos
 in float32: 28 s of system time at 128 videos per call, 21 s at 64, 8 s at 32; user time 116 s in
 each case; bench/bench_scale.py --model-videos). Now, on 2 threads and 512 videos: float32 14.5 s at
-32 videos per call, 17 s at 64; bfloat16 9.4 s at 32, 8.8 s at 64. Every video is encoded alone (nothing mixes videos), so the split only changes how a matrix
-product is blocked: float32 rounding. Queries are encoded in order of length (less padding; see
-encode_queries).
+32 videos per call, 17 s at 64; bfloat16 9.4 s at 32, 8.8 s at 64. Every video is encoded alone
+(nothing mixes videos), so the split only changes how a matrix product is blocked: float32 rounding.
+Queries are encoded in order of length (less padding; see encode_queries).
 
 Precision (cfg.precision, config eval.precision): "float32", or "bfloat16": the model runs under
 torch.autocast in bfloat16 (CPU or CUDA); its outputs are cast to float32, scored in float32 and

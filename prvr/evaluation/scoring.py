@@ -18,7 +18,8 @@ so the gradient at ties is amax's (split evenly), exactly as before.
     dots, cosines = branch_dot_and_cosine(query, frame_tokens)                        # (Q, B) each
 
 Evaluation at benchmark size (no gradient): `prvr_scores_chunked` gives prvr_scores's numbers (to
-float32 rounding; it needs no tie fallback) query_chunk queries at a time, in cache-sized (queries x videos x tokens) blocks:
+float32 rounding; it needs no tie fallback) query_chunk queries at a time, in cache-sized
+(queries x videos x tokens) blocks:
 
     scores = prvr_scores_chunked(query, clip_tokens, frame_tokens, 0.4, 0.6, query_chunk=1024,
                                  dtype=torch.float64)                                 # (Q, B)
@@ -258,9 +259,8 @@ def prvr_scores_chunked(query: torch.Tensor, clip_tokens: torch.Tensor, frame_to
     `branch_scores_chunked` (unit tokens, no tie fallback), fused in float32 as prvr_scores does. The
     scores differ from prvr_scores's by float32 rounding (where the tokens are scaled, the matrix
     product's blocking, prvr_scores's reference arithmetic at ties), which can reorder only
-    candidates whose scores are that close. (oneDNN's linear,
-    faster than MKL for the model's fixed weights, took twice MKL's time here: it repacks the token
-    block, new at every call, as a weight.)
+    candidates whose scores are that close. (oneDNN's linear, faster than MKL for the model's fixed
+    weights, took twice MKL's time here: it repacks the token block, new at every call, as a weight.)
     """
     _check_shapes(query, clip_tokens)
     _check_shapes(query, frame_tokens)
