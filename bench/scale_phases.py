@@ -210,9 +210,8 @@ def phase_train(args: dict) -> dict:
     steps_s = time.perf_counter() - mark
     return {**_usage(start), "open_s": opened, "steps_s": steps_s, "loss": losses["loss"], "videos": len(dataset),
             "captions": len(dataset.queries), "rss_data_gb": rss_data,
-            "store_path_gb": (len(dataset) * FRAME_TOKENS * DIM + int(sum(
-                np.diff(dataset.cache.offsets)[dataset.cache.caption_rows(dataset.index.caption_ids)]))
-                * DIM) * 4 / 2**30}
+            "store_path_gb": (len(dataset) * FRAME_TOKENS * DIM
+                              + int(dataset.queries.lengths(dataset.index.caption_ids).sum()) * DIM) * 4 / 2**30}
 
 
 PHASES = {"generate": phase_generate, "cache": phase_cache, "eval": phase_eval, "train": phase_train,

@@ -8,8 +8,9 @@ Scores follow the released code: w_clip * max-over-clip-tokens cosine + w_frame 
 the baselines' own score forms); ranks use the tie rule cfg.ties (config eval.ties; default "expected", the exact mean
 over random tie-breaking) of `prvr.evaluation.metrics` for validation during training and test alike.
 
-Memory at benchmark size (TVR test: 2,179 videos, 10,895 queries): videos and queries are encoded
-cfg.batch_size at a time (a cache-backed dataset reads only that batch's rows), the (Q, V) scores are
+Memory at benchmark size (TVR test: 2,179 videos, 10,895 queries): videos are read and encoded a
+model call at a time (see Speed) and queries cfg.batch_size at a time (a cache-backed dataset reads
+only those rows), the (Q, V) scores are
 computed query_chunk queries at a time in cache-sized blocks (prvr_scores_chunked: never a
 (Q, V, tokens) tensor) and ranked in row chunks (metrics.rank_counts). What is held whole: the
 encoded tokens (V x (Nc + Nf) x H float32), the encoded queries (Q x H) and the (Q, V) float64 scores.

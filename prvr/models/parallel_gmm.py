@@ -64,6 +64,18 @@ def _cached_window(n_tokens: int, width: float, device: str) -> torch.Tensor:
     return gaussian_window(n_tokens, width, torch.device(device))
 
 
+def _scaled_windowed_logits(logits: torch.Tensor, d: int, window: torch.Tensor | None,
+                            key_bias: torch.Tensor | None) -> torch.Tensor:
+    """q.k / sqrt(d), times the window, plus the key bias (B, 1, 1, N) or (B, 1, N): in place where the
+    dtype allows (the product's output is not kept for its backward, so autograd allows it too)."""
+    logits.div_(math.sqrt(d))
+    if window is not None:
+        logits.mul_(window.to(logits.dtype))
+    if key_bias is not None:  # out of place: a float32 bias promotes bfloat16 logits (autocast)
+        logits = logits + key_bias
+    return logits
+
+
 class WindowedAttention(nn.Module):
     """Multi-head attention without output projection; optional multiplicative Gaussian window,
     additive key terms (padding, log size). query (B, Nq, H), keys/values (B, N, H)."""
@@ -83,11 +95,8 @@ class WindowedAttention(nn.Module):
         b, n_q, h = query.shape
         q = _split_heads(self.query(query), self.heads)  # (B, heads, Nq, d)
         k, v = (_split_heads(t, self.heads) for t in self.key_value(keys).chunk(2, dim=-1))
-        logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, heads, Nq, N)
-        if self.width is not None:
-            logits = logits * _cached_window(keys.shape[1], self.width, str(keys.device)).to(logits.dtype)
-        if key_bias is not None:
-            logits = logits + key_bias  # (B, 1, 1, N)
+        window = None if self.width is None else _cached_window(keys.shape[1], self.width, str(keys.device))
+        logits = _scaled_windowed_logits(q @ k.transpose(-1, -2), q.shape[-1], window, key_bias)  # (B, heads, Nq, N)
         attended = self.drop(logits.softmax(dim=-1)) @ v  # (B, heads, Nq, d)
         return attended.transpose(1, 2).reshape(b, n_q, h)
 
@@ -165,17 +174,6 @@ class WindowedLayer(nn.Module):
     def _finish(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         x = self.norm1(x + self.drop1(attended))
         return self.norm2(x + self.drop2(self.ffn(x)))
-
-
-def _scaled_windowed_logits(logits: torch.Tensor, d: int, window: torch.Tensor | None,
-                            key_bias: torch.Tensor | None) -> torch.Tensor:
-    """q.k / sqrt(d), times the window, plus the key bias: in place where the dtype allows."""
-    logits.div_(math.sqrt(d))
-    if window is not None:
-        logits.mul_(window.to(logits.dtype))
-    if key_bias is not None:  # out of place: promotes as _forward does under autocast
-        logits = logits + key_bias
-    return logits
 
 
 def _attend_per_head(qkv: torch.Tensor, window: torch.Tensor | None,
