@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.bench_batching [--videos 128] [--dim 768] [--threads 2] [--repeats 5]
 
 Rows (median of `--repeats` runs after one warm-up, random features, fixed seed):
-- resampling: `prvr.data.dataset.resample_frames` of `--videos` videos of 100-300 frames to 128
+- resampling: `prvr.store.resample.resample_frames` of `--videos` videos of 100-300 frames to 128
   frame tokens (the data loader's work; the dataset does it once per video at load time);
 - collate: `prvr.data.dataset.collate_videos` of those videos with 5 captions of 8-34 tokens each;
 - token merging: `prvr.models.token_merging.merge_stages`, 128 -> 80 -> 52 -> 32, batched;
@@ -23,7 +23,8 @@ import time
 import numpy as np
 import torch
 
-from prvr.data.dataset import collate_videos, resample_frames
+from prvr.data.dataset import collate_videos
+from prvr.store.resample import resample_frames
 from prvr.models.token_merging import merge_stages, merge_to_counts
 
 STAGES = (80, 52, 32)

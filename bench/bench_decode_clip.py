@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from prvr.data.decoding import _resized_dims, decode_video, video_info
+from prvr.video.decoding import _resized_dims, decode_video, video_info
 from prvr.features.clip import encode_frames, load_clip
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "data" / "videos"

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_extract_memory.py [--counts 200 2000] [--workdir DIR] [--keep]
 
 Writes max(counts) short synthetic MP4s once (a moving square on a per-video background, H.264 via
-prvr.data.synthetic.write_mp4), then, for each N in --counts, runs
+prvr.demo.synthetic.write_mp4), then, for each N in --counts, runs
 `prvr.features.extract.extract_video_features` on the first N of them in a fresh subprocess
 (tiny CLIP, random weights, FramesConfig(fps=--fps, backend=--backend)): one HDF5 shard of N videos. The child reports
 its wall time and peak RSS (resource.getrusage, ru_maxrss) before and after extraction, so the table
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def make_videos(folder: Path, n: int, size: int, seconds: float, fps: int) -> list[Path]:
     """n distinct short videos (vid00000.mp4, ...); files already there are kept."""
-    from prvr.data.synthetic import write_mp4
+    from prvr.demo.synthetic import write_mp4
     folder.mkdir(parents=True, exist_ok=True)
     n_frames = max(1, round(seconds * fps))
     paths = []

@@ -5,7 +5,7 @@
         [--model-videos N] [--videos 2179] [--queries 10895] [--train-videos 17435] [--train-captions 87175]
         [--omp-passive] [--malloc-mmap-threshold BYTES] [--workdir DIR] [--keep]
 
-Generates TVR-shaped features on disk (HDF5 stores in the layout of prvr.data.feature_store, float16
+Generates TVR-shaped features on disk (HDF5 stores in the layout of prvr.store.feature_store, float16
 entries: random N(0, 1) rows, T in 50..300 frames x 768 per video, 8..30 tokens x 768 per caption,
 5 captions per video), then measures, each in its own child process (bench/scale_phases.py) that
 reports its own wall and CPU seconds (user + system), peak RSS (ru_maxrss: touched pages of the mapped

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from prvr.config import load_config
-from prvr.data.annotations import read_tvr_jsonl
-from prvr.data.vocabulary import COLOURS, MOTIONS, SCENES, SHAPES
+from prvr.sources.annotations import read_tvr_jsonl
+from prvr.demo.vocabulary import COLOURS, MOTIONS, SCENES, SHAPES
 from prvr.evaluation.analysis import _normalise, event_embeddings, split_embeddings
 from prvr.stages import _analysis_inputs, event_labels
 

@@ -81,11 +81,13 @@ EVAL_VARIANTS = ("float32", "bfloat16", "reference")
 
 def _eval_variant(args: dict) -> str:
     """Set up one evaluation variant in this child; returns its eval.precision."""
+    import torch
+
     from prvr.evaluation import evaluate
     from prvr.models import attention
     from prvr.models.parallel_gmm import ParallelGMMBlock, WindowedLayer
     if args["variant"] == "reference":
-        attention._ONEDNN_LINEAR["usable"] = False
+        attention._ONEDNN_LINEAR.update({torch.float32: False, torch.bfloat16: False})
         WindowedLayer._infer = lambda self, x, key_bias: self._forward(x, None, key_bias)
         ParallelGMMBlock._infer = ParallelGMMBlock._forward
         evaluate.CPU_MODEL_VIDEOS = 1 << 30
@@ -109,7 +111,7 @@ def phase_generate(args: dict) -> dict:
 
 
 def phase_cache(args: dict) -> dict:
-    from prvr.data.feature_cache import build_feature_cache
+    from prvr.store.feature_cache import build_feature_cache
     start = time.perf_counter()
     out = build_feature_cache(args["out"], [args["captions"]], args["video"], args["text"],
                               FRAME_TOKENS, MAX_QUERY_LEN)
@@ -119,7 +121,7 @@ def phase_cache(args: dict) -> dict:
 def phase_eval(args: dict) -> dict:
     import torch
     from prvr.data.dataset import PRVRDataset
-    from prvr.data.feature_cache import FeatureCache
+    from prvr.store.feature_cache import FeatureCache
     from prvr.evaluation import evaluate, scoring
     from prvr.evaluation.metrics import retrieval_metrics
     from prvr.models import create_model
@@ -192,7 +194,7 @@ def phase_dag(args: dict) -> dict:
 def phase_train(args: dict) -> dict:
     import torch
     from prvr.data.dataset import PRVRDataset, collate_videos
-    from prvr.data.feature_cache import FeatureCache
+    from prvr.store.feature_cache import FeatureCache
     from prvr.training.trainer import _build, seed_everything, train_epoch
     from prvr.config import merge
     torch.set_num_threads(args["threads"])

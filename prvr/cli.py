@@ -28,7 +28,7 @@ from prvr.errors import PrvrError
 
 
 def _cmd_corpus(a):
-    from prvr.data.synthetic import generate_corpus
+    from prvr.demo.synthetic import generate_corpus
     generate_corpus(load_config(a.config).corpus, Path(a.out))
 
 
@@ -61,7 +61,7 @@ def _cmd_benchmark_annotations(a):
 
 
 def _cmd_merge_features(a):
-    from prvr.data.feature_store import merge_stores
+    from prvr.store.feature_store import merge_stores
     merge_stores([Path(p) for p in a.shards], Path(a.out))
 
 

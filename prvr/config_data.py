@@ -21,9 +21,9 @@ Video sources (`videos`):
                      (`released_bigfile_dir`: FeatureData/<feature>/ with feature.bin, id.txt,
                      shape.txt, video2frames.txt) and its RoBERTa caption HDF5 (`released_text_h5`:
                      TextData/roberta_<collection>_query_feat.hdf5), validated and imported the same
-                     way (prvr.data.bigfile.import_bigfile_release); nothing is decoded
+                     way (prvr.sources.bigfile_release.import_bigfile_release); nothing is decoded
 
-feature_cache: every run reads one resampled float16 cache of the dataset (prvr.data.feature_cache:
+feature_cache: every run reads one resampled float16 cache of the dataset (prvr.store.feature_cache:
 built once per frame_tokens x max_query_len, memory-mapped, never the whole store in RAM) instead of
 resampling the HDF5 stores into float32 arrays itself. On for the benchmarks; the demo keeps the
 float32 path its published numbers were made with.

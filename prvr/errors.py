@@ -19,3 +19,7 @@ class ConfigError(PrvrError, ValueError):
     def __init__(self, message: str, key: str | None = None):
         super().__init__(message)
         self.key = key
+
+
+class AnnotationError(PrvrError, ValueError):
+    """An annotation file is missing or malformed; the message names the file and the line."""

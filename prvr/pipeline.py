@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from prvr.config import from_dict
-from prvr.data.native_log import redirect_native_stderr
+from prvr.video.native_log import redirect_native_stderr
 from prvr.errors import PrvrError
 
 

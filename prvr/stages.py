@@ -18,7 +18,7 @@ from prvr.io import write_json
 
 def shard_video_ids(video_list: Path, shard: int, shard_size: int) -> list[str]:
     """Shard `shard` of the dataset's video list (videos.txt, sorted), in pieces of shard_size."""
-    from prvr.data.benchmarks import read_video_list
+    from prvr.sources.benchmarks import read_video_list
     vids = read_video_list(video_list)
     n_shards = math.ceil(len(vids) / shard_size)
     if not 0 <= shard < n_shards:
@@ -30,27 +30,28 @@ def _missing_videos(missing_tsv: Path | None) -> set[str]:
     """The video ids listed in missing_videos.tsv (could not be fetched); none without the file."""
     if missing_tsv is None:
         return set()
-    from prvr.data.youtube import read_missing_tsv
+    from prvr.sources.youtube import read_missing_tsv
     return set(read_missing_tsv(missing_tsv))
 
 
 def video_list(annotation_files: list[Path], out: Path, missing_tsv: Path | None = None) -> dict:
     """videos.txt from every split's annotations (splits must not share a video), without the videos
     listed in missing_tsv (could not be fetched)."""
-    from prvr.data.benchmarks import write_video_list
+    from prvr.sources.benchmarks import write_video_list
     return write_video_list(annotation_files, out, _missing_videos(missing_tsv))
 
 
 def benchmark_tables(cfg: Config, out_dir: Path) -> dict:
-    """The benchmark's own annotation files -> annotations/{train,val,test}.jsonl (prvr.data.benchmarks)."""
-    from prvr.data.benchmarks import write_benchmark_tables
+    """The benchmark's own annotation files -> annotations/{train,val,test}.jsonl (prvr.sources.benchmarks)."""
+    from prvr.sources.benchmarks import write_benchmark_tables
     return write_benchmark_tables(cfg.data, cfg.eval.selection, out_dir)
 
 
 def write_captions(annotation_file: Path, out_file: Path, missing_tsv: Path | None = None) -> dict:
     """TVR-layout jsonl -> MS-SL caption file, without the queries of videos that could not be fetched
     (missing_tsv); returns {"queries": written, "queries_without_video": left out}."""
-    from prvr.data.annotations import read_tvr_jsonl, write_caption_txt
+    from prvr.sources.annotations import read_tvr_jsonl
+    from prvr.store.splits import write_caption_txt
     queries = read_tvr_jsonl(annotation_file, bad_spans="keep")  # checked when the table was made
     missing = _missing_videos(missing_tsv)
     kept = [q for q in queries if q.vid not in missing]
@@ -61,8 +62,8 @@ def write_captions(annotation_file: Path, out_file: Path, missing_tsv: Path | No
 def fetch_archive(cfg: Config, done: Path) -> dict:
     """Download data.archive_url (resumable, data.archive_sha256 checked) beside data.video_dir and
     extract its videos there; `done` records what was extracted."""
-    from prvr.data.archives import extract_archive
-    from prvr.data.download import download_file
+    from prvr.sources.archives import extract_archive
+    from prvr.sources.download import download_file
     from prvr.io import write_json
     video_dir = Path(cfg.data.video_dir)
     archive = video_dir.parent / cfg.data.archive_url.rstrip("/").rsplit("/", 1)[-1]
@@ -76,8 +77,8 @@ def fetch_archive(cfg: Config, done: Path) -> dict:
 def fetch_youtube_videos(cfg: Config, annotation_files: list[Path], missing_tsv: Path, done: Path) -> dict:
     """Every video id of every split fetched from YouTube into data.video_dir; the ones that cannot be
     fetched are listed with their reason in missing_tsv (the DAG goes on without them)."""
-    from prvr.data.annotations import read_tvr_jsonl
-    from prvr.data.youtube import fetch_youtube
+    from prvr.sources.annotations import read_tvr_jsonl
+    from prvr.sources.youtube import fetch_youtube
     from prvr.io import write_json
     vids = sorted({q.vid for path in annotation_files for q in read_tvr_jsonl(path, bad_spans="keep")})
     summary = fetch_youtube(vids, Path(cfg.data.video_dir), missing_tsv, workers=cfg.data.download_workers)
@@ -88,7 +89,7 @@ def fetch_youtube_videos(cfg: Config, annotation_files: list[Path], missing_tsv:
 def import_released_features(cfg: Config, caption_files: dict[str, Path], video_out: Path, text_out: Path) -> dict:
     """The authors' released HDF5 features, validated against every split's captions (ids present,
     dimensions, finite values: the first bad id named) and written in this pipeline's layout."""
-    from prvr.data.released import import_released
+    from prvr.sources.released import import_released
     d = cfg.data
     return import_released(d.released_video_h5, d.released_text_h5, caption_files, video_out, text_out,
                             expected_dim=cfg.model.input_dim, video_prefix=d.released_video_prefix)
@@ -102,7 +103,7 @@ def _encoder(cfg: Config, weights: Path | None):
 
 def extract_video_shard(cfg: Config, videos_dir: Path, vids: list[str], weights: Path | None, out: Path) -> None:
     """Decode and encode one shard of videos into an HDF5 shard."""
-    from prvr.data.video_files import frame_folders, video_files
+    from prvr.video.video_files import frame_folders, video_files
     from prvr.features.extract import extract_video_features
     if cfg.data.videos == "frame_folders":  # one folder of images per video, shown at data.folder_fps
         paths = frame_folders(videos_dir, vids)
@@ -114,7 +115,7 @@ def extract_video_shard(cfg: Config, videos_dir: Path, vids: list[str], weights:
 
 def extract_text(cfg: Config, caption_files: list[Path], weights: Path | None, out: Path) -> None:
     """Token features of every caption of every split into one HDF5."""
-    from prvr.data.annotations import read_caption_txt
+    from prvr.store.splits import read_caption_txt
     from prvr.features.extract import extract_text_features
     captions = {cid: text for path in caption_files for cid, text in read_caption_txt(path)}
     extract_text_features(captions, _encoder(cfg, weights), out)
@@ -171,7 +172,7 @@ def evaluate_run(model_path: Path, captions: Path, video_feats: Path, text_feats
     saved = torch.load(model_path, map_location="cpu", weights_only=False)
     model, cfg = model_from_saved(saved, str(model_path), device)
     if cache is not None:
-        from prvr.data.feature_cache import open_cache
+        from prvr.store.feature_cache import open_cache
         opened = open_cache(cache, [captions], video_feats, text_feats, cfg.model.frame_tokens, cfg.model.max_query_len)
         dataset = PRVRDataset.from_cache(opened, captions, cfg.model)
         inputs = {**(inputs or {}), "feature_cache": cache}
@@ -214,8 +215,8 @@ def _analysis_inputs(model_path: Path | None, cfg: Config, annotation_file: Path
     """(model or None, its config, its seed or None, the split's dataset, its SplitMoments); the model
     is put on the workflow config's eval.device."""
     import torch
-    from prvr.data.annotations import read_tvr_jsonl
-    from prvr.data.feature_store import FeatureStore
+    from prvr.sources.annotations import read_tvr_jsonl
+    from prvr.store.feature_store import FeatureStore
     from prvr.evaluation.analysis import split_moments
     from prvr.training.trainer import model_from_saved
     model, seed = None, None

@@ -4,8 +4,9 @@
 import numpy as np
 import pytest
 
-from prvr.data.annotations import Query
-from prvr.data.dataset import SplitIndex, resample_frames
+from prvr.sources.annotations import Query
+from prvr.store.resample import resample_frames
+from prvr.store.splits import SplitIndex
 from prvr.evaluation import analysis
 from prvr.evaluation.analysis import (AnalysisError, collapse_record, figure_points, split_moments,
                                       token_intervals)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from prvr.config import CorpusConfig
-from prvr.data.annotations import (AnnotationError, Query, read_activitynet_json, read_annotations,
-                                   read_caption_txt, read_charades_sta, read_tvr_jsonl,
-                                   video_of, write_caption_txt)
-from prvr.data.synthetic import generate_corpus
+from prvr.errors import AnnotationError
+from prvr.sources.annotations import Query, read_activitynet_json, read_annotations, read_charades_sta, read_tvr_jsonl
+from prvr.store.splits import read_caption_txt, video_of, write_caption_txt
+from prvr.demo.synthetic import generate_corpus
 
 DATA = Path(__file__).parent / "data" / "annotations"
 
@@ -168,7 +168,7 @@ def test_demo_corpus_annotations_parse_as_tvr(tmp_path):
 
 
 def test_a_video_in_two_splits_is_an_error_naming_both():
-    from prvr.data.annotations import AnnotationError, check_disjoint_splits
+    from prvr.store.splits import check_disjoint_splits
     check_disjoint_splits({"train.jsonl": ["a", "b", "a"], "test.jsonl": ["c"]})  # repeats within a split are fine
     with pytest.raises(AnnotationError, match=r"^test.jsonl: video 'b' is also in train.jsonl \(2 videos in both\)"):
         check_disjoint_splits({"train.jsonl": ["a", "b", "d"], "val.jsonl": ["e"], "test.jsonl": ["b", "d", "f"]})
@@ -177,7 +177,6 @@ def test_a_video_in_two_splits_is_an_error_naming_both():
 def test_video_list_refuses_overlapping_splits(tmp_path):
     import json
 
-    from prvr.data.annotations import AnnotationError
     from prvr.stages import shard_video_ids, video_list
     files = []
     for split, vids in (("train", ["v1", "v2"]), ("test", ["v3", "v2"])):

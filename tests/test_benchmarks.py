@@ -7,8 +7,10 @@ import pytest
 
 from prvr.config import load_config, merge
 from prvr.config_data import DataConfig, SplitSource
-from prvr.data.annotations import AnnotationError, read_caption_txt, read_tvr_jsonl
-from prvr.data.benchmarks import benchmark_splits, held_out_videos, read_durations, write_benchmark_tables
+from prvr.errors import AnnotationError
+from prvr.sources.annotations import read_tvr_jsonl
+from prvr.store.splits import read_caption_txt
+from prvr.sources.benchmarks import benchmark_splits, held_out_videos, read_durations, write_benchmark_tables
 from prvr.stages import video_list, write_captions
 
 REPO = Path(__file__).resolve().parents[1]

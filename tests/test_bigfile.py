@@ -5,9 +5,9 @@ import h5py
 import numpy as np
 import pytest
 
-from prvr.data.bigfile import BigFile, BigFileError, bigfile_to_store
-from prvr.data.feature_store import FeatureError, FeatureStore, UnknownIdError
-from prvr.data.released import validate_released
+from prvr.sources.bigfile import BigFile, BigFileError, bigfile_to_store
+from prvr.store.feature_store import FeatureError, FeatureStore, UnknownIdError
+from prvr.sources.released import validate_released
 from prvr.errors import PrvrError
 
 DIM = 6

@@ -1,5 +1,5 @@
 """`data.videos: released_bigfile`: MS-SL's BigFile folder (feature.bin, id.txt, shape.txt, video2frames.txt)
-and RoBERTa caption HDF5 validated against every split and imported (prvr.data.bigfile.import_bigfile_release),
+and RoBERTa caption HDF5 validated against every split and imported (prvr.sources.bigfile_release.import_bigfile_release),
 then trained and evaluated by the DAG without decoding (the same run as tests/test_benchmark_run.py's
 released-features test, on a generated BigFile folder)."""
 import csv
@@ -11,8 +11,8 @@ import h5py
 import numpy as np
 import pytest
 
-from prvr.data.bigfile import bigfile_layout, import_bigfile_release
-from prvr.data.feature_store import FeatureError, FeatureStore, UnknownIdError
+from prvr.sources.bigfile_release import bigfile_layout, import_bigfile_release
+from prvr.store.feature_store import FeatureError, FeatureStore, UnknownIdError
 from test_benchmark_run import REPO, SNAKEMAKE, TINY, released_tvr
 
 DIM = TINY["model"]["input_dim"]

@@ -9,7 +9,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from prvr.config import AdaptiveConfig, CbvaConfig, ConfigError, LossConfig, ModelConfig, TcplConfig
+from prvr.config import ConfigError, ModelConfig
+from prvr.config_losses import AdaptiveConfig, CbvaConfig, LossConfig, TcplConfig
 from prvr.losses import create_loss
 from prvr.losses.adaptive import (adaptive_segments, connectivity_ratio, segment_counts,
                                   segment_pair_weights, transitive_closure)

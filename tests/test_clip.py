@@ -17,7 +17,7 @@ TINY_PRETRAIN = ClipPretrainConfig(seed=3, n_pairs=48, epochs=2, batch_size=16, 
 
 
 def fake_pairs(n, seed, image_size):
-    """Stand-in for prvr.data.pretraining_pairs.sample_pretraining_pairs: coloured frames, colour captions."""
+    """Stand-in for prvr.demo.pretraining_pairs.sample_pretraining_pairs: coloured frames, colour captions."""
     rng = np.random.default_rng(seed)
     colours = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
     names = rng.choice(list(colours), size=n)

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from prvr.data.dataset import PRVRDataset, collate_videos, pad_queries, resample_edges, resample_frames
-from prvr.data.feature_store import FeatureError, write_features
+from prvr.data.dataset import PRVRDataset, collate_videos, pad_queries
+from prvr.store.resample import resample_edges, resample_frames
+from prvr.store.feature_store import FeatureError, write_features
 
 
 def test_resample_mean_pools_contiguous_bins():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from prvr.data.decoding import (VideoDecodeError, decode_video, plan_frames, resolve_backend, sample_indices,
+from prvr.video.decoding import (VideoDecodeError, decode_video, plan_frames, resolve_backend, sample_indices,
                                 video_info)
 
 VIDEOS = Path(__file__).parent / "data" / "videos"

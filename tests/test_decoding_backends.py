@@ -11,9 +11,9 @@ import av
 import numpy as np
 import pytest
 
-from prvr.data.decoding import (VideoDecodeError, decode_video, plan_frames, resolve_backend, sample_indices,
+from prvr.video.decoding import (VideoDecodeError, decode_video, plan_frames, resolve_backend, sample_indices,
                                 video_info)
-from prvr.data.frame_sampling import presentation_duration
+from prvr.video.frame_sampling import presentation_duration
 
 VIDEOS = Path(__file__).parent / "data" / "videos"
 MP4 = VIDEOS / "v_GGSY1Qvo990.mp4"  # 355 frames at 19.62 fps (time base 1/981)

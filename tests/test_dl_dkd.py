@@ -11,7 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prvr.config import Config, DistillConfig, DlDkdModelConfig, LossConfig, ModelConfig, merge
+from prvr.config import Config, DlDkdModelConfig, ModelConfig, merge
+from prvr.config_losses import DistillConfig, LossConfig
 from prvr.evaluation import model_scores
 from prvr.losses import create_loss, multi_positive_nce
 from prvr.losses.distill import DistillLoss, decay_factor

@@ -1,4 +1,4 @@
-"""prvr.data.download against a local HTTP server (127.0.0.1, never the internet), and archives."""
+"""prvr.sources.download against a local HTTP server (127.0.0.1, never the internet), and archives."""
 from __future__ import annotations
 
 import hashlib
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from prvr.data import archives
-from prvr.data import download as dl
-from prvr.data.archives import extract_archive, is_complete, read_marker
-from prvr.data.download import DownloadError, download_file
+from prvr.sources import archives
+from prvr.sources import download as dl
+from prvr.sources.archives import extract_archive, is_complete, read_marker
+from prvr.sources.download import DownloadError, download_file
 from prvr.errors import PrvrError
 
 VIDEO = Path(__file__).parent / "data" / "videos" / "decord_video_0.mov"

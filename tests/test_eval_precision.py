@@ -8,7 +8,7 @@ import torch
 
 from prvr.config import Config, EvalConfig, merge
 from prvr.data.dataset import PRVRDataset
-from prvr.data.feature_store import write_features
+from prvr.store.feature_store import write_features
 from prvr.evaluation import evaluate
 from prvr.evaluation.metrics import retrieval_metrics
 from prvr.models import attention
@@ -66,7 +66,7 @@ def test_float32_is_the_reference_evaluation(trained, monkeypatch):
     model, test = trained
     scores, positive, metrics = _scores(model, test)
     with monkeypatch.context() as patch:  # the evaluation as it was: no fast path anywhere, whole batches
-        patch.setitem(attention._ONEDNN_LINEAR, "usable", False)
+        patch.setattr(attention, "_ONEDNN_LINEAR", {torch.float32: False, torch.bfloat16: False})
         patch.setattr(WindowedLayer, "_infer", lambda self, x, key_bias: self._forward(x, None, key_bias))
         patch.setattr(evaluate, "CPU_MODEL_VIDEOS", 10**6)
         ref_scores, ref_positive, ref_metrics = _scores(model, test)

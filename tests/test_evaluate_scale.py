@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from prvr.config import EvalConfig, ModelConfig
 from prvr.data.dataset import PRVRDataset
-from prvr.data.feature_cache import build_feature_cache
-from prvr.data.feature_store import write_features
+from prvr.store.feature_cache import build_feature_cache
+from prvr.store.feature_store import write_features
 from prvr.evaluation import evaluate, model_scores, scoring
 from prvr.evaluation.metrics import rank_counts, retrieval_metrics
 from prvr.evaluation.scoring import prvr_scores, prvr_scores_chunked

@@ -110,7 +110,7 @@ def test_packed_query_encoder_matches_padded_reference():
 
 
 def test_retrieval_loss_matches_reference_scores():
-    from prvr.config import LossConfig
+    from prvr.config_losses import LossConfig
     from prvr.losses import retrieval
     from prvr.losses.retrieval import RetrievalLoss
 
@@ -220,7 +220,7 @@ def test_whole_model_inference_matches_the_reference_path(monkeypatch):
     frames = torch.randn(5, 8, 12, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         fast = model.encode_videos(frames)
-        monkeypatch.setitem(attention._ONEDNN_LINEAR, "usable", False)
+        monkeypatch.setattr(attention, "_ONEDNN_LINEAR", {torch.float32: False, torch.bfloat16: False})
         mkl = model.encode_videos(frames)
         monkeypatch.setattr(WindowedLayer, "_infer", lambda self, x, key_bias: self._forward(x, None, key_bias))
         monkeypatch.setattr(ParallelGMMBlock, "_infer", ParallelGMMBlock._forward)
@@ -259,7 +259,9 @@ def test_inference_linear_under_bfloat16_autocast_is_autocasts_f_linear(relu, bi
     """Under CPU bfloat16 autocast, outside autograd: oneDNN's fused linear in bfloat16 (the probe run
     inside autocast still finds oneDNN usable), the bits of autocast's F.linear (+ ReLU)."""
     from prvr.models import attention
-    monkeypatch.setitem(attention._ONEDNN_LINEAR, "usable", None)
+    monkeypatch.setattr(attention, "_ONEDNN_LINEAR", {})
+    if not attention._onednn_linear_usable(torch.bfloat16):
+        pytest.skip("this CPU has no oneDNN bfloat16 linear (it needs AVX-512); the next test covers the fallback")
     g = torch.Generator().manual_seed(6)
     x, w, b = torch.randn(300, 48, generator=g), torch.randn(40, 48, generator=g), torch.randn(40, generator=g)
     calls = []
@@ -269,21 +271,38 @@ def test_inference_linear_under_bfloat16_autocast_is_autocasts_f_linear(relu, bi
         expected = torch.nn.functional.linear(x, w, b if bias else None)
         expected = expected.relu() if relu else expected
         hidden = attention.inference_linear(out, torch.randn(8, 40, generator=g), None)  # bfloat16 input
-    assert not calls and attention._ONEDNN_LINEAR["usable"]
+    assert not calls and attention._ONEDNN_LINEAR[torch.bfloat16]
     assert out.dtype == expected.dtype == hidden.dtype == torch.bfloat16
     assert torch.equal(out, expected)
 
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_without_a_onednn_bfloat16_kernel_inference_linear_is_autocasts_f_linear(relu, monkeypatch):
+    """A CPU without AVX-512 has oneDNN's float32 linear but no bfloat16 one (it raises "could not create
+    a primitive descriptor"): under bfloat16 autocast inference_linear then gives autocast's F.linear."""
+    from prvr.models import attention
+    monkeypatch.setattr(attention, "_ONEDNN_LINEAR", {torch.float32: attention._onednn_linear_usable(),
+                                                      torch.bfloat16: False})
+    g = torch.Generator().manual_seed(7)
+    x, w, b = torch.randn(30, 16, generator=g), torch.randn(8, 16, generator=g), torch.randn(8, generator=g)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention.inference_linear(x, w, b, relu=relu)
+        expected = torch.nn.functional.linear(x, w, b)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, expected.relu() if relu else expected)
 
 def test_the_onednn_probe_leaves_the_global_rng_alone(monkeypatch):
     """The first inference in a process probes oneDNN; training's dropout masks must not depend on
     whether an evaluation ran before (the probe once drew from torch's generator)."""
     from prvr.models import attention
-    monkeypatch.setitem(attention._ONEDNN_LINEAR, "usable", None)
+    monkeypatch.setattr(attention, "_ONEDNN_LINEAR", {})
     torch.manual_seed(0)
     before = torch.get_rng_state().clone()
     with torch.no_grad():
         attention.inference_linear(torch.ones(2, 3), torch.ones(4, 3), None)
-    assert attention._ONEDNN_LINEAR["usable"] is not None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            attention.inference_linear(torch.ones(2, 3), torch.ones(4, 3), None)
+    assert set(attention._ONEDNN_LINEAR) == {torch.float32, torch.bfloat16}
     assert torch.equal(torch.get_rng_state(), before)
 
 

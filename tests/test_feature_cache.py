@@ -1,4 +1,4 @@
-"""The resampled float16 feature cache (prvr.data.feature_cache): round trip against the store path,
+"""The resampled float16 feature cache (prvr.store.feature_cache): round trip against the store path,
 stale caches refused, bad entries named, datasets read from it, training from it.
 Run: .venv/bin/python -m pytest tests/test_feature_cache.py -q
 """
@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from prvr.data import feature_cache as fc
-from prvr.data.dataset import PRVRDataset, collate_videos, resample_frames
-from prvr.data.feature_cache import (CacheError, FeatureCache, StaleCacheError, build_feature_cache,
+from prvr.store import feature_cache as fc
+from prvr.data.dataset import PRVRDataset, collate_videos
+from prvr.store.resample import resample_frames
+from prvr.store.feature_cache import (CacheError, FeatureCache, StaleCacheError, build_feature_cache,
                                      open_cache)
-from prvr.data.feature_store import FeatureError, UnknownIdError, write_features
+from prvr.store.feature_store import FeatureError, UnknownIdError, write_features
 
 DIM = 8
 

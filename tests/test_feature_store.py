@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from prvr.config import FramesConfig
-from prvr.data.decoding import VideoDecodeError
-from prvr.data.feature_store import (FeatureCheck, FeatureError, FeatureStore, FeatureStoreError, UnknownIdError,
+from prvr.video.decoding import VideoDecodeError
+from prvr.store.feature_store import (FeatureCheck, FeatureError, FeatureStore, FeatureStoreError, UnknownIdError,
                                      merge_stores, write_features)
 from prvr.errors import PrvrError
 from prvr.features.clip import encode_text_tokens, load_clip

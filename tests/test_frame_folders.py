@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from prvr.data.decoding import VideoDecodeError, decode_frames, decode_video, plan_frames, video_info
-from prvr.data.decoders.frame_folder import list_images
+from prvr.video.decoding import VideoDecodeError, decode_frames, decode_video, plan_frames, video_info
+from prvr.video.decoders.frame_folder import list_images
 
 
 def _grey(k: int) -> int:

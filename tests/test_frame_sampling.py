@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from prvr.data.frame_sampling import (indices_at_times, presentation_duration, regular_step, sample_indices,
+from prvr.video.frame_sampling import (indices_at_times, presentation_duration, regular_step, sample_indices,
                                       sample_times, select_frames)
 
 

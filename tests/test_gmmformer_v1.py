@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prvr.config import Config, LossConfig, ModelConfig, QueryDiverseConfig, merge
+from prvr.config import Config, ModelConfig, merge
+from prvr.config_losses import LossConfig, QueryDiverseConfig
 from prvr.evaluation.model_scores import model_scores_chunked
 from prvr.losses import create_loss
 from prvr.losses.query_diverse import QueryDiverseLoss, query_diverse_loss, sibling_mask

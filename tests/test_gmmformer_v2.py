@@ -11,7 +11,7 @@ import torch
 
 from prvr.config import ConfigError, MergingConfig, ModelConfig, from_dict
 from prvr.losses import create_loss
-from prvr.config import LossConfig
+from prvr.config_losses import LossConfig
 from prvr.models import GMMFormerV2, ModelInputError, create_model
 from prvr.models.common import l2_normalise
 from prvr.models.parallel_gmm import ParallelGMMBlock, fuse_layers, gaussian_window

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prvr.config import LossConfig
+from prvr.config_losses import LossConfig
 from prvr.losses import (CompositeLoss, RetrievalLoss, create_loss, multi_positive_nce,
                          sample_negatives)
 

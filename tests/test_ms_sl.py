@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prvr.config import Config, LossConfig, ModelConfig, merge
+from prvr.config import Config, ModelConfig, merge
+from prvr.config_losses import LossConfig
 from prvr.data.dataset import PRVRDataset
 from prvr.evaluation import model_scores
 from prvr.evaluation.evaluate import evaluate_split

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from prvr.data.decoding import VideoDecodeError, decode_video, resolve_backend
-from prvr.data.native_log import redirect_native_stderr
+from prvr.video.decoding import VideoDecodeError, decode_video, resolve_backend
+from prvr.video.native_log import redirect_native_stderr
 
 CORRUPT = Path(__file__).parent / "data" / "videos" / "decord_corrupted.mp4"
 

@@ -17,10 +17,11 @@ import pytest
 import torch
 
 from prvr.config import FramesConfig
-from prvr.data.annotations import read_activitynet_json, read_caption_txt, write_caption_txt
-from prvr.data.dataset import resample_frames
-from prvr.data.decoding import duration_seconds
-from prvr.data.feature_store import FeatureStore
+from prvr.sources.annotations import read_activitynet_json
+from prvr.store.resample import resample_frames
+from prvr.store.splits import read_caption_txt, write_caption_txt
+from prvr.video.decoding import duration_seconds
+from prvr.store.feature_store import FeatureStore
 from prvr.features.clip import load_clip
 import prvr.features.extract as extract
 from prvr.features.extract import (authors_video_key, export_authors_video_file, extract_text_features,

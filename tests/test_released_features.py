@@ -5,9 +5,9 @@ import h5py
 import numpy as np
 import pytest
 
-from prvr.data.annotations import AnnotationError
-from prvr.data.feature_store import FeatureError, FeatureStore, FeatureStoreError, UnknownIdError
-from prvr.data.released import import_released, released_layout, validate_released
+from prvr.errors import AnnotationError
+from prvr.store.feature_store import FeatureError, FeatureStore, FeatureStoreError, UnknownIdError
+from prvr.sources.released import import_released, released_layout, validate_released
 from prvr.errors import PrvrError
 
 DIM = 8

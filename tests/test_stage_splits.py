@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from prvr.data import dataset as dataset_module
-from prvr.data.feature_store import FeatureStore, write_features
+from prvr.store.feature_store import FeatureStore, write_features
 from prvr import stages
 from prvr.stages import evaluate_run, split_dataset
 from prvr.training.trainer import TrainData, train

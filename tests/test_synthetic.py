@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from prvr.config import CorpusConfig
-from prvr.data import render
-from prvr.data.pretraining_pairs import CELLS, sample_pretraining_pairs
-from prvr.data.synthetic import CorpusError, generate_corpus, sample_layout, video_ids
-from prvr.data.vocabulary import (COLOURS, KINDS, MOTIONS, POSITION_WORDS, ROTATION_ORDER, SCENES, SHAPES, SIZES,
+from prvr.demo import render
+from prvr.demo.pretraining_pairs import CELLS, sample_pretraining_pairs
+from prvr.demo.synthetic import CorpusError, generate_corpus, sample_layout, video_ids
+from prvr.demo.vocabulary import (COLOURS, KINDS, MOTIONS, POSITION_WORDS, ROTATION_ORDER, SCENES, SHAPES, SIZES,
                                   event_caption, kind_name)
 
 TINY = CorpusConfig(seed=7, n_train=4, n_val=2, n_test=2, min_events=2, max_events=4,

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prvr.config import ConfigError, TcplConfig
+from prvr.config import ConfigError
+from prvr.config_losses import TcplConfig
 from prvr.losses.tcpl import (TcplLoss, naive_rkd_angle_loss, rkd_angle_loss, rkd_distance_loss,
                               tcpl_kl_loss)
 

@@ -127,7 +127,7 @@ def test_early_stopping_and_model_round_trip(tmp_path, data, monkeypatch):
 
 def test_val_sharing_a_training_video_is_refused(tmp_path, data):
     """Model selection on a video the model trains on would flatter val SumR: an error naming both files."""
-    from prvr.data.annotations import AnnotationError
+    from prvr.errors import AnnotationError
     leaky = tmp_path / "val.txt"
     leaky.write_text(data.val_captions.read_text() + data.train_captions.read_text().splitlines(True)[0])
     with pytest.raises(AnnotationError, match=r"val.txt: video 'train0' is also in .*train.txt"):

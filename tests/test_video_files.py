@@ -1,7 +1,7 @@
-"""Video ids are matched to files by exact name (prvr.data.video_files), never as glob patterns."""
+"""Video ids are matched to files by exact name (prvr.video.video_files), never as glob patterns."""
 import pytest
 
-from prvr.data.video_files import VideoFileError, video_files
+from prvr.video.video_files import VideoFileError, video_files
 
 
 def touch(folder, *names):

@@ -1,4 +1,4 @@
-"""prvr.data.youtube with a fake downloader: no yt-dlp, no network."""
+"""prvr.sources.youtube with a fake downloader: no yt-dlp, no network."""
 from __future__ import annotations
 
 import sys
@@ -8,8 +8,8 @@ import types
 
 import pytest
 
-from prvr.data import youtube as yt
-from prvr.data.youtube import classify_error, fetch_youtube, read_missing_tsv, youtube_id
+from prvr.sources import youtube as yt
+from prvr.sources.youtube import classify_error, fetch_youtube, read_missing_tsv, youtube_id
 from prvr.errors import PrvrError
 
 PRIVATE = "ERROR: [youtube] {}: Private video. Sign in if you've been granted access to this video"

@@ -1,0 +1,1 @@
+"""Training and evaluation data: a split's features and captions as a torch dataset, and its batching."""

@@ -9,7 +9,7 @@ A training batch holds B videos with all their captions (the authors' batching):
     ds = PRVRDataset("train.caption.txt", "video_feats.h5", "text_feats.h5", frame_tokens=32)
     loader = DataLoader(ds, batch_size=64, shuffle=True, collate_fn=collate_videos)
 
-At TVR size, build the dataset's resampled float16 cache once (prvr.data.feature_cache) and read
+At TVR size, build the dataset's resampled float16 cache once (prvr.store.feature_cache) and read
 every split from it: rows are gathered from the mapped file on access, not held in RAM:
 
     ds = PRVRDataset.from_cache(FeatureCache("results/tvr/cache/ft128_q77"), "train.caption.txt")
@@ -22,79 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from prvr.data.annotations import AnnotationError, read_caption_txt
-from prvr.data.feature_store import FeatureCheck, FeatureStore
-
-
-def resample_edges(n_frames: int, n_tokens: int) -> np.ndarray:
-    """(n_tokens + 1,) int64 frame indices: token i is built from frames edges[i]..edges[i+1]-1
-    (see resample_frames), computed as the authors' `average_to_fixed_length` does.
-
-    edges[i] = min(round(i / n * T), T - 1) with round half to even (torch.round, np.round), the
-    arithmetic done in float32 as theirs is (torch.arange(0, n + 1, 1.0) is float32): for n a power of
-    two this is the exact round(i T / n), otherwise float32 error can move an exact half, e.g.
-    T = 95, n = 10, i = 3: 28.5 exactly but 28.500002 in float32, so 29 (the exact rule gives 28).
-    """
-    if n_frames < 1 or n_tokens < 1:
-        raise ValueError(f"cannot resample {n_frames} frames to {n_tokens} tokens")
-    pos = np.arange(n_tokens + 1, dtype=np.float32) / np.float32(n_tokens) * np.float32(n_frames)  # (n+1,)
-    return np.minimum(np.round(pos).astype(np.int64), n_frames - 1)
-
-
-def resample_frames(feats: np.ndarray, n_tokens: int) -> np.ndarray:
-    """Resample `(T, D)` frame features to `(n_tokens, D)` exactly as the authors' released code
-    (MSC_PRVR, `average_to_fixed_length`) does, since that is how their reported numbers were made.
-
-    With edges = resample_edges(T, n), i.e. min(round(i T / n), T - 1), round half to even:
-    token i is the mean of frames edges[i]..edges[i+1]-1 when edges[i] < edges[i+1], else frame
-    edges[i] alone. Consequences of their reading:
-      T < n: token i is frame min(round(i T / n), T - 1) (nearest frame, halves to even, e.g. T = 37,
-             n = 128: token 64 is frame 18 since 18.5 rounds to 18), not floor(i T / n).
-      T > n: near-equal contiguous bins, but the last edge is clamped to T - 1, so the last bin stops
-             before the last frame: frame T - 1 is dropped (e.g. T = 200, n = 128: the last token is
-             frame 198 alone, frame 199 is never used). Only when the last bin starts at T - 1
-             (roughly T < 1.5 n, e.g. T = 129, n = 128) is the last token frame T - 1 alone.
-      T = n: the identity.
-    Averaging is done in float64; the result is float32.
-    """
-    t = feats.shape[0]
-    edges = resample_edges(t, n_tokens)  # (n+1,)
-    start, end = edges[:-1], edges[1:]  # (n,)
-    # reduceat over the pairs (start, end): at start it sums frames start..end-1 when start < end and
-    # gives frame start alone otherwise (end <= T - 1 is always a valid index, thanks to the clamp).
-    pairs = np.stack([start, end], axis=1).ravel()  # (2n,)
-    sums = np.add.reduceat(feats.astype(np.float64), pairs, axis=0)[::2]  # (n, D)
-    return (sums / np.maximum(end - start, 1)[:, None]).astype(np.float32)
-
-
-@dataclass
-class SplitIndex:
-    """Videos of a split in first-seen order, and each video's caption ids and texts."""
-    videos: list[str]
-    captions: dict[str, list[str]]  # vid -> caption ids
-    texts: dict[str, str]  # caption id -> caption
-
-    @property
-    def caption_ids(self) -> list[str]:
-        return [c for v in self.videos for c in self.captions[v]]
-
-
-def read_split(caption_file: str | Path) -> SplitIndex:
-    """Index a caption file by video; an empty file is an error (a split with no queries)."""
-    queries = read_caption_txt(caption_file)
-    videos: list[str] = []
-    captions: dict[str, list[str]] = {}
-    texts: dict[str, str] = {}
-    for caption_id, text in queries:
-        vid = caption_id.split("#", 1)[0]
-        if vid not in captions:
-            videos.append(vid)
-            captions[vid] = []
-        captions[vid].append(caption_id)
-        texts[caption_id] = text
-    if not videos:
-        raise AnnotationError(f"{caption_file}: no captions in file")
-    return SplitIndex(videos, captions, texts)
+from prvr.errors import AnnotationError
+from prvr.store.resample import resample_frames
+from prvr.store.splits import SplitIndex, read_split
+from prvr.store.feature_store import FeatureCheck, FeatureStore
 
 
 class PRVRDataset(torch.utils.data.Dataset):
@@ -109,7 +40,7 @@ class PRVRDataset(torch.utils.data.Dataset):
     From a feature cache (`from_cache`): `frames` is a CachedRows view and `queries` a CachedQueries
     mapping of the cache's float16 memmaps; an item reads its rows on access (float16: the collate
     casts each batch to float32). The numbers are the store path's rounded to float16 (see
-    prvr.data.feature_cache), the indexing the same: len(ds.frames), ds.frames[a:b], ds.queries[c].
+    prvr.store.feature_cache), the indexing the same: len(ds.frames), ds.frames[a:b], ds.queries[c].
     """
 
     def __init__(self, caption_file, video_store, text_store, frame_tokens: int, dtype=np.float32,
@@ -150,8 +81,8 @@ class PRVRDataset(torch.utils.data.Dataset):
         without copying it into RAM. The caption file must be one the cache was built from and, with
         `model_cfg`, the cache's frame_tokens and max_query_len those of the model; otherwise a
         StaleCacheError naming the cache's index file (the stores: FeatureCache.check_inputs)."""
-        from prvr.data.cache_views import CachedQueries, CachedRows
-        from prvr.data.feature_cache import FeatureCache
+        from prvr.store.cache_views import CachedQueries, CachedRows
+        from prvr.store.feature_cache import FeatureCache
         if not isinstance(cache, FeatureCache):
             cache = FeatureCache(cache)
         if model_cfg is not None:

@@ -1,7 +1,7 @@
 """Semantic-collapse analysis of one split: ground-truth moments -> labels, embeddings -> the
 numbers of prvr.evaluation.collapse, for a trained model or for the CLIP input features.
 
-Every video is resampled to N frame tokens (prvr.data.dataset.resample_frames); token j of a video
+Every video is resampled to N frame tokens (prvr.store.resample.resample_frames); token j of a video
 with T decoded frames covers a known fraction of the video (`token_intervals`), so with the query
 spans of the annotation file each (query, token) pair is labelled: `inside` (the token's centre lies
 in the query's moment) and `overlap` (the token's interval meets the moment). Assumes, as the
@@ -30,8 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from prvr.data.annotations import Query
-from prvr.data.dataset import PRVRDataset, SplitIndex, resample_edges
+from prvr.sources.annotations import Query
+from prvr.data.dataset import PRVRDataset
+from prvr.store.resample import resample_edges
+from prvr.store.splits import SplitIndex
 from prvr.errors import PrvrError
 from prvr.evaluation import collapse
 from prvr.evaluation.evaluate import encode_queries, encode_videos

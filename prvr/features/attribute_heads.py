@@ -1,6 +1,6 @@
 """Auxiliary attribute read-outs for the demo CLIP's pretraining (prvr.features.pretrain).
 
-The DAG generates its pretraining stills itself (prvr.data.pretraining_pairs), so it knows what each
+The DAG generates its pretraining stills itself (prvr.demo.pretraining_pairs), so it knows what each
 one shows (shape, colour, scene, visibility, position, size, angle) and what its caption names.
 These linear heads read those attributes from the normalised CLIP embeddings; their loss is added
 to the contrastive loss during pretraining and the heads are thrown away afterwards (the saved

@@ -3,7 +3,7 @@
     enc = load_clip(cfg.clip.model, cfg.clip.pretrained)
     extract_video_features({"v1": Path("v1.mp4")}, enc, cfg.frames, "shards/video_000.h5")
     extract_text_features({"v1#enc#0": "a man ..."}, enc, "text_feats.h5")
-    merge_stores(shard_paths, "video_feats.h5")         # prvr.data.feature_store
+    merge_stores(shard_paths, "video_feats.h5")         # prvr.store.feature_store
     export_authors_video_file("video_feats.h5", "activitynet_clip_L14.h5", "activitynet")
 
 Memory: extraction streams. Videos are decoded and encoded one at a time (decode -> encode -> write
@@ -46,8 +46,8 @@ import numpy as np
 from tqdm import tqdm
 
 from prvr.config import FramesConfig
-from prvr.data.decoding import VideoDecodeError, decode_video
-from prvr.data.feature_store import FeatureStore, FeatureStoreError, write_features
+from prvr.video.decoding import VideoDecodeError, decode_video
+from prvr.store.feature_store import FeatureStore, FeatureStoreError, write_features
 from prvr.features.clip import ClipEncoder, encode_frames, encode_text_tokens
 from prvr.io import atomic_path
 

@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prvr.config import CbvaConfig, ConfigError
+from prvr.config import ConfigError
+from prvr.config_losses import CbvaConfig
 from prvr.losses import adaptive
 
 FORMS = ("within_video", "infonce")

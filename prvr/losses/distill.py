@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prvr.config import DistillConfig
+from prvr.config_losses import DistillConfig
 from prvr.losses.retrieval import check_query_to_video
 
 LINEAR_FLOOR = 0.05  # their weight_linear_decay: max(k * epoch + b, 0.05)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prvr.config import ConfigError, LossConfig
+from prvr.config import ConfigError
+from prvr.config_losses import LossConfig
 from prvr.losses.cbva import CbvaLoss, check_cbva_config
 from prvr.losses.distill import DistillLoss
 from prvr.losses.ms_sl import build_ms_sl_loss

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prvr.config import LossConfig
+from prvr.config_losses import LossConfig
 from prvr.evaluation.scoring import branch_dot_and_cosine
 from prvr.losses.retrieval import (check_query_to_video, multi_positive_nce, positive_mask,
                                    triplet_ranking)

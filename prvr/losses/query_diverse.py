@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prvr.config import QueryDiverseConfig
+from prvr.config_losses import QueryDiverseConfig
 
 
 def sibling_mask(query_to_video: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prvr.config import LossConfig
+from prvr.config_losses import LossConfig
 from prvr.evaluation.scoring import branch_dot_and_cosine
 from prvr.models.base import MAX_CLIP_AND_FRAME
 

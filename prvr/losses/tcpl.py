@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prvr.config import ConfigError, TcplConfig
+from prvr.config import ConfigError
+from prvr.config_losses import TcplConfig
 
 FORMS = ("rkd", "kl")
 

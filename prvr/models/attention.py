@@ -199,22 +199,27 @@ class FeedForward(nn.Module):
         return _project(last, inference_linear(x, first.weight, first.bias, relu=True))
 
 
-_ONEDNN_LINEAR = {"usable": None}  # probed on first use: a private op of torch (inductor's CPU linear)
+_ONEDNN_LINEAR: dict[torch.dtype, bool] = {}  # probed per dtype on first use: a private op of torch (inductor's)
 
 
-def _onednn_linear_usable() -> bool:
-    """Whether torch.ops.mkldnn._linear_pointwise exists here and agrees with F.linear."""
-    if _ONEDNN_LINEAR["usable"] is None:
+def _onednn_linear_usable(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether torch.ops.mkldnn._linear_pointwise exists here for `dtype` and agrees with F.linear.
+
+    Probed per dtype: oneDNN's bfloat16 inner product needs AVX-512 (a CPU with only AVX2 raises
+    "could not create a primitive descriptor"), while its float32 one runs everywhere."""
+    if dtype not in _ONEDNN_LINEAR:
         try:
             # fixed values, not torch.randn: the probe must not move the global RNG (training's dropout)
-            x = torch.linspace(-1, 1, 15).view(3, 5)
-            w, b = torch.linspace(1, -0.5, 20).view(4, 5), torch.linspace(-0.2, 0.3, 4)
-            with torch.autocast("cpu", enabled=False):  # the probe compares float32 with float32
+            x = torch.linspace(-1, 1, 15).view(3, 5).to(dtype)
+            w, b = torch.linspace(1, -0.5, 20).view(4, 5).to(dtype), torch.linspace(-0.2, 0.3, 4).to(dtype)
+            with torch.autocast("cpu", enabled=False):  # the probe compares `dtype` with `dtype`
                 out = torch.ops.mkldnn._linear_pointwise(x, w, b, "relu", [], "")
-                _ONEDNN_LINEAR["usable"] = bool(torch.allclose(out, F.linear(x, w, b).relu(), atol=1e-5))
+                tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+                _ONEDNN_LINEAR[dtype] = bool(torch.allclose(out.float(), F.linear(x, w, b).relu().float(),
+                                                            atol=tolerance))
         except (AttributeError, RuntimeError, NotImplementedError):
-            _ONEDNN_LINEAR["usable"] = False
-    return _ONEDNN_LINEAR["usable"]
+            _ONEDNN_LINEAR[dtype] = False
+    return _ONEDNN_LINEAR[dtype]
 
 
 def inference_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -223,14 +228,15 @@ def inference_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
     On CPU without a gradient this is oneDNN's linear with the bias and ReLU fused: in float32, or
     under CPU bfloat16 autocast in bfloat16 (x, weight and bias cast to bfloat16 as autocast casts
-    them for F.linear; the output is bfloat16 like autocast's). Elsewhere F.linear. The float32 paths
+    them for F.linear; the output is bfloat16 like autocast's) where the CPU has oneDNN's bfloat16
+    kernel. Elsewhere F.linear. The float32 paths
     differ by float32 rounding; the bfloat16 ones use the same oneDNN kernel (F.linear also adds the
     bias by a separate copy, a tenth of the product's time at the paper's shapes)."""
     if torch.is_grad_enabled() or x.device.type != "cpu" or not _onednn_linear_usable():
         return _plain_linear(x, weight, bias, relu)
     if torch.is_autocast_enabled("cpu"):
         if (torch.get_autocast_dtype("cpu") != torch.bfloat16 or weight.dtype != torch.float32
-                or x.dtype not in (torch.float32, torch.bfloat16)):
+                or x.dtype not in (torch.float32, torch.bfloat16) or not _onednn_linear_usable(torch.bfloat16)):
             return _plain_linear(x, weight, bias, relu)
         x, weight = x.to(torch.bfloat16), weight.to(torch.bfloat16)
         bias = None if bias is None else bias.to(torch.bfloat16)

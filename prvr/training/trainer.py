@@ -30,9 +30,9 @@ import torch
 from tqdm import tqdm
 
 from prvr.config import Config, to_dict, training_settings
-from prvr.data.annotations import check_disjoint_splits
+from prvr.store.splits import check_disjoint_splits
 from prvr.data.dataset import PRVRDataset, collate_videos
-from prvr.data.feature_cache import open_cache
+from prvr.store.feature_cache import open_cache
 from prvr.errors import ConfigError
 from prvr.evaluation.evaluate import evaluate_split, score_branches
 from prvr.io import write_text
@@ -49,7 +49,7 @@ from prvr.training.optim import clips_inside, create_optimizer, create_scheduler
 class TrainData:
     """Paths of one dataset's training inputs.
 
-    feature_cache: optional, the dataset's resampled float16 cache (prvr.data.feature_cache, built
+    feature_cache: optional, the dataset's resampled float16 cache (prvr.store.feature_cache, built
     from these caption files and stores with the model's frame_tokens and max_query_len): the splits
     are then read from it (not copied into RAM) and it is checked against the other inputs first
     (StaleCacheError otherwise). It counts as an input of the run (run_identity hashes it); without

@@ -5,7 +5,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # prvr importable without installing it (conda envs)
 from prvr.pipeline import run_step  # noqa: E402
 
-from prvr.data.bigfile import import_bigfile_release  # noqa: E402
+from prvr.sources.bigfile_release import import_bigfile_release  # noqa: E402
 
 
 def main(smk, cfg):

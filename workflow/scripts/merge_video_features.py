@@ -5,7 +5,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # prvr importable without installing it (conda envs)
 from prvr.pipeline import run_step  # noqa: E402
 
-from prvr.data.feature_store import merge_stores  # noqa: E402
+from prvr.store.feature_store import merge_stores  # noqa: E402
 
 
 def main(smk, cfg):

@@ -1,6 +1,6 @@
 """Generated (still frame, caption, attributes) triples that pretrain the demo's tiny CLIP.
 
-Same vocabulary and renderer as the corpus (prvr.data.synthetic), from a random stream of their own,
+Same vocabulary and renderer as the corpus (prvr.demo.synthetic), from a random stream of their own,
 so no retrieval video is ever seen. A still shows one shape at one instant of what an event draws
 (any scene, colour, shape, grid cell, size, angle; or the empty scene a blinking shape leaves),
 drawn at the corpus' 64 px and area-averaged down to the model's side as a decoded video frame is.
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from prvr.data import render
-from prvr.data.vocabulary import (COLOURS, POSITION_WORDS, ROTATION_ORDER, SCENES, SHAPES, SIZE_RADIUS, SIZES,
+from prvr.demo import render
+from prvr.demo.vocabulary import (COLOURS, POSITION_WORDS, ROTATION_ORDER, SCENES, SHAPES, SIZE_RADIUS, SIZES,
                                   _article, _noun_phrase, _pick, _sentence, visible_colours)
 from prvr.errors import PrvrError
 

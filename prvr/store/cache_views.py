@@ -1,4 +1,4 @@
-"""Read-only views of a feature cache's memory-mapped arrays (prvr.data.feature_cache): a split's frame
+"""Read-only views of a feature cache's memory-mapped arrays (prvr.store.feature_cache): a split's frame
 rows and its captions' tokens, read on access so a run holds only the batch it works on.
 
     frames = CachedRows(cache.frames, rows)     # frames[i], frames[a:b], frames[[i, j]]: copies of rows
@@ -54,7 +54,7 @@ class CachedQueries(Mapping):
     """caption id -> (L, D) float16 tokens of a split's captions, read from the cache on access."""
 
     def __init__(self, cache, captions: Sequence[str]):
-        """cache: a prvr.data.feature_cache.FeatureCache."""
+        """cache: a prvr.store.feature_cache.FeatureCache."""
         self._cache = cache
         self._rows = dict(zip(captions, cache.caption_rows(captions).tolist()))
 

@@ -4,7 +4,7 @@ Each video is a sequence of `min_events..max_events` events with background fill
 alone, `gap_seconds`) before, between and after them; an event is a coloured shape doing a motion
 over a scene background, and has one caption (naming shape, colour, motion and scene) and a time
 span, so a caption's moment is a small part of its video (default: 19 % on average). Event kinds
-(shape, motion) come from a shared vocabulary (prvr.data.vocabulary), so one video holds
+(shape, motion) come from a shared vocabulary (prvr.demo.vocabulary), so one video holds
 semantically different events and the same kind recurs across videos with other colours, sizes
 and scenes: the conditions of the paper's "semantic collapse", and of PRVR's difficulty (a video
 that has a caption's shape, colour, motion and scene somewhere need not have them in one event).
@@ -12,7 +12,7 @@ Every video has its own random stream (seed, split, index), so the output is byt
 given config and changing one split's size changes no other video.
 
     python -c "from pathlib import Path; from prvr.config import CorpusConfig; \
-from prvr.data.synthetic import generate_corpus; generate_corpus(CorpusConfig(), Path('data/demo'))"
+from prvr.demo.synthetic import generate_corpus; generate_corpus(CorpusConfig(), Path('data/demo'))"
 
 writes data/demo/videos/demo_<split>_<i>.mp4, data/demo/annotations/{train,val,test}.jsonl and
 data/demo/annotations/event_labels.jsonl.
@@ -28,8 +28,8 @@ import numpy as np
 from tqdm import tqdm
 
 from prvr.config import CorpusConfig
-from prvr.data import render
-from prvr.data.vocabulary import (COLOURS, KINDS, ROTATION_ORDER, SCENES, SIZE_CHANGING, SIZE_RADIUS,
+from prvr.demo import render
+from prvr.demo.vocabulary import (COLOURS, KINDS, ROTATION_ORDER, SCENES, SIZE_CHANGING, SIZE_RADIUS,
                                   _pick, event_caption, kind_name, visible_colours)
 from prvr.errors import PrvrError
 from prvr.io import atomic_path

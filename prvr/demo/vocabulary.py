@@ -2,8 +2,8 @@
 
 Every attribute has a canonical name (stored in the hidden labels) and several surface forms
 (synonyms), so the same event can be described in different words. An event "kind" is a
-(shape, motion) pair; colour, size and scene are instance details. Used by prvr.data.render
-(what to draw), prvr.data.synthetic and prvr.data.pretraining_pairs (what to write); no I/O.
+(shape, motion) pair; colour, size and scene are instance details. Used by prvr.demo.render
+(what to draw), prvr.demo.synthetic and prvr.demo.pretraining_pairs (what to write); no I/O.
 
     rng = np.random.default_rng(0)
     event_caption({"shape": "square", "colour": "red", "motion": "left",

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from prvr.data.decoders.common import VideoDecodeError, VideoProbe, centre_crop, resized_dims
+from prvr.video.decoders.common import VideoDecodeError, VideoProbe, centre_crop, resized_dims
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

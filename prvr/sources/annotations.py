@@ -1,4 +1,5 @@
-"""Benchmark annotations as one common table of queries, and the caption files of the MS-SL family.
+"""Benchmark annotations as one common table of queries (written as MS-SL caption files by
+prvr.store.splits).
 
 Readers for TVR (jsonl, also the demo corpus), ActivityNet Captions (json) and Charades-STA (txt);
 each returns `Query` rows in file order. caption_id = f"{vid}#enc#{k}" where k is, for TVR, the
@@ -6,7 +7,7 @@ query's position among that video's rows; for ActivityNet, the sentence index; f
 the position among that video's lines. Descriptions are whitespace-normalised (one line).
 
     queries = read_annotations("tvr_val_release.jsonl", "tvr")
-    write_caption_txt(queries, "tvr_test.caption.txt")   # "<vid>#enc#<k> <caption>" per line
+    write_caption_txt(queries, "tvr_test.caption.txt")   # prvr.store.splits: "<vid>#enc#<k> <caption>"
 
 Bad input raises AnnotationError with a one-line message "<file>:<line>: <what is wrong>".
 Every number must be finite. Spans: bad_spans="error" rejects a negative start, start >= end, a
@@ -20,20 +21,16 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from prvr.errors import PrvrError
-from prvr.io import write_text
+from prvr.errors import AnnotationError
+from prvr.store.splits import caption_id, fail, read_text_file, text_lines
 
 FORMATS = ("tvr", "activitynet", "charades")
 END_TOLERANCE_S = 0.1  # how far (seconds) an end may pass the video's duration
 SPAN_POLICIES = ("error", "fix", "keep")
-
-
-class AnnotationError(PrvrError, ValueError):
-    """An annotation file is missing or malformed; the message names the file and the line."""
 
 
 @dataclass(frozen=True)
@@ -48,45 +45,18 @@ class Query:
     caption_id: str             # f"{vid}#enc#{k}"
 
 
-def caption_id(vid: str, k: int) -> str:
-    return f"{vid}#enc#{k}"
-
-
-def _fail(where: str, what: str):
-    """Raise the one-line error; `where` is "<file>:<line>" or "<file>: <item>"."""
-    raise AnnotationError(f"{where}: {what}")
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        _fail(str(path), "file not found")
-    except IsADirectoryError:
-        _fail(str(path), "is a directory, expected a file")
-    except UnicodeDecodeError as err:
-        _fail(str(path), f"not UTF-8 text (byte {err.start})")
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line) for every non-blank line."""
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
-        if line.strip():
-            yield number, line
-
-
 def _clean_desc(desc, where: str) -> str:
     if not isinstance(desc, str):
-        _fail(where, f"description must be a string, got {type(desc).__name__}")
+        fail(where, f"description must be a string, got {type(desc).__name__}")
     text = " ".join(desc.split())
     if not text:
-        _fail(where, "empty description")
+        fail(where, "empty description")
     return text
 
 
 def _number(value, name: str, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        _fail(where, f"{name} must be a finite number, got {value!r}"[:200])
+        fail(where, f"{name} must be a finite number, got {value!r}"[:200])
     return float(value)
 
 
@@ -101,20 +71,20 @@ def _span(start: float, end: float, duration: float | None, policy: str, where: 
             start, end = min(start, duration), min(end, duration)
         return start, end
     if start < 0:
-        _fail(where, f"negative start {start}")
+        fail(where, f"negative start {start}")
     if start >= end:
-        _fail(where, f"start {start} >= end {end}")
+        fail(where, f"start {start} >= end {end}")
     if duration is not None and start > duration:
-        _fail(where, f"start {start} is beyond the duration {duration}")
+        fail(where, f"start {start} is beyond the duration {duration}")
     if duration is not None and end > duration + END_TOLERANCE_S:
-        _fail(where, f"end {end} is more than {END_TOLERANCE_S} s past the duration {duration}")
+        fail(where, f"end {end} is more than {END_TOLERANCE_S} s past the duration {duration}")
     return start, end
 
 
 def _check_vid(vid, where: str) -> None:
     # caption ids are "<vid>#enc#<k>" separated from the caption by a space
     if not isinstance(vid, str) or not vid or "#" in vid or any(c.isspace() for c in vid):
-        _fail(where, f"video id must be a non-empty string without '#' or spaces, got {vid!r}"[:200])
+        fail(where, f"video id must be a non-empty string without '#' or spaces, got {vid!r}"[:200])
 
 
 def _check_policy(bad_spans: str) -> None:
@@ -126,25 +96,25 @@ def read_tvr_jsonl(path: str | Path, bad_spans: str = "error") -> list[Query]:
     """TVR release jsonl (and the demo corpus): {"vid_name", "duration", "ts", "desc", "desc_id"}."""
     path, counts, seen, queries = Path(path), defaultdict(int), {}, []
     _check_policy(bad_spans)
-    for line, text in _lines(path):
+    for line, text in text_lines(path):
         where = f"{path}:{line}"
         try:
             row = json.loads(text)
         except json.JSONDecodeError as err:
-            _fail(where, f"malformed JSON ({err.msg} at column {err.colno})")
+            fail(where, f"malformed JSON ({err.msg} at column {err.colno})")
         if not isinstance(row, dict):
-            _fail(where, "expected a JSON object")
+            fail(where, "expected a JSON object")
         for name in ("vid_name", "duration", "ts", "desc", "desc_id"):
             if name not in row:
-                _fail(where, f"missing field {name!r}")
+                fail(where, f"missing field {name!r}")
         vid, ts, desc_id = row["vid_name"], row["ts"], row["desc_id"]
         _check_vid(vid, where)
         if not isinstance(ts, list) or len(ts) != 2:
-            _fail(where, f"ts must be [start, end], got {ts!r}"[:200])
+            fail(where, f"ts must be [start, end], got {ts!r}"[:200])
         if isinstance(desc_id, bool) or not isinstance(desc_id, int):
-            _fail(where, f"desc_id must be an integer, got {desc_id!r}"[:200])
+            fail(where, f"desc_id must be an integer, got {desc_id!r}"[:200])
         if desc_id in seen:
-            _fail(where, f"duplicate desc_id {desc_id} (first at line {seen[desc_id]})")
+            fail(where, f"duplicate desc_id {desc_id} (first at line {seen[desc_id]})")
         seen[desc_id] = line
         duration = _number(row["duration"], "duration", where)
         start, end = (_number(t, "ts", where) for t in ts)
@@ -163,28 +133,28 @@ def read_activitynet_json(path: str | Path, bad_spans: str = "error") -> list[Qu
     path = Path(path)
     _check_policy(bad_spans)
     try:
-        data = json.loads(_read_text(path))
+        data = json.loads(read_text_file(path))
     except json.JSONDecodeError as err:
-        _fail(f"{path}:{err.lineno}", f"malformed JSON ({err.msg} at column {err.colno})")
+        fail(f"{path}:{err.lineno}", f"malformed JSON ({err.msg} at column {err.colno})")
     if not isinstance(data, dict):
-        _fail(str(path), "expected a JSON object mapping video ids to annotations")
+        fail(str(path), "expected a JSON object mapping video ids to annotations")
     queries = []
     for vid, entry in data.items():
         where = f"{path}: video {vid!r}"
         _check_vid(vid, where)
         if not isinstance(entry, dict):
-            _fail(where, "expected an object")
+            fail(where, "expected an object")
         for name in ("duration", "timestamps", "sentences"):
             if name not in entry:
-                _fail(where, f"missing field {name!r}")
+                fail(where, f"missing field {name!r}")
         spans, sentences = entry["timestamps"], entry["sentences"]
         if not isinstance(spans, list) or not isinstance(sentences, list) or len(spans) != len(sentences):
-            _fail(where, "timestamps and sentences must be lists of equal length")
+            fail(where, "timestamps and sentences must be lists of equal length")
         duration = _number(entry["duration"], "duration", where)
         for k, (span, sentence) in enumerate(zip(spans, sentences)):
             item = f"{where} sentence {k}"
             if not isinstance(span, list) or len(span) != 2:
-                _fail(item, f"timestamp must be [start, end], got {span!r}"[:200])
+                fail(item, f"timestamp must be [start, end], got {span!r}"[:200])
             start, end = (_number(t, "timestamp", item) for t in span)
             start, end = _span(start, end, duration, bad_spans, item)
             queries.append(Query(vid, duration, start, end, _clean_desc(sentence, item),
@@ -200,22 +170,22 @@ def read_charades_sta(path: str | Path, durations: Mapping[str, float] | None = 
     """
     path, counts, queries = Path(path), defaultdict(int), []
     _check_policy(bad_spans)
-    for line, text in _lines(path):
+    for line, text in text_lines(path):
         where = f"{path}:{line}"
         head, sep, sentence = text.partition("##")
         fields = head.split()
         if not sep or len(fields) != 3:
-            _fail(where, "expected 'VIDEO_ID START END##SENTENCE'")
+            fail(where, "expected 'VIDEO_ID START END##SENTENCE'")
         vid = fields[0]
         _check_vid(vid, where)
         try:
             start, end = float(fields[1]), float(fields[2])
         except ValueError:
-            _fail(where, f"start and end must be numbers, got {fields[1]!r} {fields[2]!r}")
+            fail(where, f"start and end must be numbers, got {fields[1]!r} {fields[2]!r}")
         duration = None
         if durations is not None:
             if vid not in durations:
-                _fail(where, f"no duration given for video {vid!r}")
+                fail(where, f"no duration given for video {vid!r}")
             duration = float(durations[vid])
         start, end = _span(start, end, duration, bad_spans, where)
         queries.append(Query(vid, duration, start, end, _clean_desc(sentence, where),
@@ -232,50 +202,3 @@ def read_annotations(path: str | Path, fmt: str, **options) -> list[Query]:
     return readers[fmt](path, **options)
 
 
-def write_caption_txt(queries: list[Query], path: str | Path) -> None:
-    """Write "<caption_id> <caption>" lines (the MS-SL caption file), atomically."""
-    lines = []
-    for query in queries:
-        desc = " ".join(query.desc.split())
-        if " " in query.caption_id or not desc:
-            raise AnnotationError(f"{path}: cannot write caption {query.caption_id!r}: "
-                                  "id has a space or caption is empty")
-        lines.append(f"{query.caption_id} {desc}\n")
-    write_text(path, "".join(lines))
-
-
-def read_caption_txt(path: str | Path) -> list[tuple[str, str]]:
-    """(caption_id, caption) per line of an MS-SL caption file, in file order."""
-    path, rows, seen = Path(path), [], {}
-    for line, text in _lines(path):
-        where = f"{path}:{line}"
-        cap_id, _, caption = text.strip().partition(" ")
-        vid, sep, k = cap_id.partition("#enc#")
-        if not sep or not vid or not k.isdigit():
-            _fail(where, f"caption id must look like '<video>#enc#<k>', got {cap_id!r}"[:200])
-        if not caption.strip():
-            _fail(where, f"empty caption for {cap_id!r}")
-        if cap_id in seen:
-            _fail(where, f"duplicate caption id {cap_id!r} (first at line {seen[cap_id]})")
-        seen[cap_id] = line
-        rows.append((cap_id, " ".join(caption.split())))
-    return rows
-
-
-def video_of(caption_id_: str) -> str:
-    """Video id of a caption id: the text before the first '#'."""
-    return caption_id_.split("#", 1)[0]
-
-
-def check_disjoint_splits(split_videos: Mapping[str, Iterable[str]]) -> None:
-    """A video in two splits (named by their files) is an AnnotationError naming both: its captions
-    in one split would be evaluated against a video the model was trained or selected on."""
-    owner: dict[str, str] = {}
-    for split, vids in split_videos.items():
-        vids = list(dict.fromkeys(vids))
-        for vid in vids:
-            first = owner.setdefault(vid, split)
-            if first != split:
-                shared = sorted(set(vids) & {v for v, s in owner.items() if s == first})
-                raise AnnotationError(f"{split}: video {vid!r} is also in {first} ({len(shared)} videos in "
-                                      f"both); a video's captions must all be in one split")

@@ -1,6 +1,6 @@
 """decord backend: random access with ffmpeg's scaler resizing while decoding (the fast path).
 
-decord ships wheels only for Linux x86_64 and Windows AMD64; elsewhere `prvr.data.decoding`
+decord ships wheels only for Linux x86_64 and Windows AMD64; elsewhere `prvr.video.decoding`
 falls back to PyAV. decord's timestamps (`get_frame_timestamp`) are presentation times relative
 to the stream's start, correct for variable-frame-rate mp4, mov and mkv; its end times are not
 (a constant step), so only the starts are used.
@@ -13,10 +13,10 @@ from pathlib import Path
 import decord
 import numpy as np
 
-from prvr.data.decoders.common import VideoDecodeError, VideoProbe, check_video_file, one_line, resized_dims
+from prvr.video.decoders.common import VideoDecodeError, VideoProbe, check_video_file, one_line, resized_dims
 
 # FFmpeg's warnings (e.g. "[mov,mp4 @ 0x..] stream 1, offset ...: partial file") are printed by C
-# code straight to fd 2; keep errors only (prvr.data.native_log sends those to a log file).
+# code straight to fd 2; keep errors only (prvr.video.native_log sends those to a log file).
 decord.logging.set_level(decord.logging.ERROR)
 
 
@@ -32,7 +32,7 @@ def _open(path: Path, width: int = -1, height: int = -1):
 
 def _no_video_reason(path: Path) -> str | None:
     try:
-        from prvr.data.decoders.pyav_backend import no_video_reason
+        from prvr.video.decoders.pyav_backend import no_video_reason
     except ImportError:
         return None
     return no_video_reason(path)

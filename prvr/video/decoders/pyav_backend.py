@@ -14,7 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from prvr.data.decoders.common import VideoDecodeError, VideoProbe, check_video_file, one_line, resized_dims
+from prvr.video.decoders.common import VideoDecodeError, VideoProbe, check_video_file, one_line, resized_dims
 
 INTERPOLATION = "BILINEAR"
 

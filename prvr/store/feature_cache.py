@@ -27,7 +27,7 @@ most 2^-11 (4.9e-4) for |x| >= 6.1e-5, an absolute error of at most 2^-25 (3e-8)
 beyond 65504 would overflow and is refused (FeatureError naming the store and the id). Models trained
 or evaluated from the cache therefore see inputs within that rounding of the store path's.
 
-Every array is checked as it is read from the stores (prvr.data.feature_store.FeatureCheck: rows,
+Every array is checked as it is read from the stores (prvr.store.feature_store.FeatureCheck: rows,
 one dimension, finite values), so a bad entry is named by file and id, as the store path names it.
 The frames file is written through np.lib.format.open_memmap a block of videos at a time, so the
 corpus is never in RAM. A cache built from other inputs (another caption file, another store,
@@ -47,10 +47,11 @@ from pathlib import Path
 
 import numpy as np
 
-from prvr.data.dataset import read_split, resample_edges, resample_frames
-from prvr.data.feature_store import FeatureCheck, FeatureError, FeatureStore
 from prvr.errors import PrvrError
 from prvr.io import TEMP_SUFFIX, _umask
+from prvr.store.feature_store import FeatureCheck, FeatureError, FeatureStore
+from prvr.store.resample import resample_edges, resample_frames
+from prvr.store.splits import read_split
 
 FORMAT = "prvr-feature-cache"
 VERSION = 1
@@ -317,7 +318,7 @@ class FeatureCache:
                                       f"rebuild the cache")
         if self.meta["resample_code"] != resample_code_hash():
             raise StaleCacheError(f"{self.index_file}: built by other frame resampling code "
-                                  f"(prvr.data.dataset.resample_frames changed); rebuild the cache")
+                                  f"(prvr.store.resample.resample_frames changed); rebuild the cache")
 
     def check_caption_file(self, caption_file: str | Path) -> None:
         """StaleCacheError unless `caption_file` has the bytes of one the cache was built from."""

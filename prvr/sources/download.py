@@ -1,5 +1,5 @@
 """Fetch a benchmark's video archive over HTTP(S), resumably (e.g. Charades_v1_480.zip); unpacking it
-is prvr.data.archives.
+is prvr.sources.archives.
 
     zip_path = download_file(CHARADES_URL, "data/charades/Charades_v1_480.zip", sha256=None)
 

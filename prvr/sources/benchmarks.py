@@ -3,7 +3,7 @@
 Reads config `data` (prvr.config_data): each split's file in its own format (TVR jsonl, ActivityNet
 Captions json, Charades-STA txt), Charades durations from Charades_v1_*.csv, and writes
 `annotations/{train,val,test}.jsonl` in the TVR layout the rest of the pipeline reads (caption ids
-keep the conventions of the PRVR code family: see prvr.data.annotations). `write_video_list` makes
+keep the conventions of the PRVR code family: see prvr.sources.annotations). `write_video_list` makes
 `videos.txt`, the one sorted list of every split's video ids that the feature shards read.
 
 When `data.val.path` is null, val is a held-out share (`data.val_fraction`) of the train videos,
@@ -21,9 +21,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from prvr.data.annotations import (AnnotationError, Query, check_disjoint_splits, read_activitynet_json,
-                                   read_charades_sta, read_tvr_jsonl)
+from prvr.errors import AnnotationError
 from prvr.io import write_text
+from prvr.sources.annotations import Query, read_activitynet_json, read_charades_sta, read_tvr_jsonl
+from prvr.store.splits import check_disjoint_splits
 
 SPLITS = ("train", "val", "test")
 

@@ -6,7 +6,7 @@ a whole corpus never sit in memory or on disk:
     frames = decode_video("v.mp4", fps=2.0, size=224, max_frames=256)   # (T, 224, 224, 3) uint8
     frames = decode_video("tvr/vid", fps=2.0, size=224, folder_fps=3)   # a folder of 3 fps JPEGs
 
-Sampling (prvr.data.frame_sampling): n targets at the centres of n equal bins of the video's
+Sampling (prvr.video.frame_sampling): n targets at the centres of n equal bins of the video's
 duration, each read from the frame on screen at that time, so variable-frame-rate files are
 sampled evenly in time (constant-frame-rate files get the centre frame of n equal index bins).
 
@@ -14,12 +14,12 @@ Backends: `backend="decord"` (random access; its ffmpeg scaler resizes while dec
 `"pyav"` (where decord has no wheel: macOS arm64, Linux aarch64; same sampling, swscale bilinear
 like decord, pixels within ~0.4 grey levels of decord's on average) or `"auto"` (decord when
 importable, else PyAV). A directory is decoded as a frame folder only when `folder_fps` is given
-(image k presented at k / folder_fps; see prvr.data.decoders.frame_folder).
+(image k presented at k / folder_fps; see prvr.video.decoders.frame_folder).
 
 `size` reproduces CLIP's inference preprocessing: resize the short side to `size`, keep the aspect
 ratio, centre-crop `size` x `size`. Any problem with a file (missing, a directory, audio only,
 unreadable, corrupt, no frames) is a one-line `VideoDecodeError` naming it. FFmpeg's C-level
-warnings go to fd 2; wrap decoding in `prvr.data.native_log.redirect_native_stderr` to log them.
+warnings go to fd 2; wrap decoding in `prvr.video.native_log.redirect_native_stderr` to log them.
 """
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from prvr.data.decoders import frame_folder
-from prvr.data.decoders.common import VideoDecodeError, VideoProbe, centre_crop, resized_dims
-from prvr.data.frame_sampling import (indices_at_times, presentation_duration, sample_indices,
+from prvr.video.decoders import frame_folder
+from prvr.video.decoders.common import VideoDecodeError, VideoProbe, centre_crop, resized_dims
+from prvr.video.frame_sampling import (indices_at_times, presentation_duration, sample_indices,
                                       sample_times, select_frames)
 from prvr.errors import PrvrError
 
@@ -54,7 +54,7 @@ class FramePlan(NamedTuple):
 
 def _backend_module(name: str):
     try:
-        return importlib.import_module(f"prvr.data.decoders.{name}_backend")
+        return importlib.import_module(f"prvr.video.decoders.{name}_backend")
     except (ImportError, OSError) as err:  # OSError: a wheel whose shared libraries do not load
         raise PrvrError(f"video backend {name!r} is not usable here ({err}); "
                         f"install it or use backend='pyav'") from None

@@ -24,7 +24,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from prvr.data.video_files import index_folder
+from prvr.video.video_files import index_folder
 from prvr.errors import PrvrError
 from prvr.io import write_text
 

@@ -13,9 +13,9 @@ benchmark (collection tvr, activitynet, charades, qvhighlight), under `<root>/<c
 
 Their loader (src/Datasets/data_provider.py) keeps the first 77 caption rows (`max_desc_l`), l2-normalises
 each row, and takes the last kept row as the caption's frozen CLIP embedding (`encode_clip_query`: row
-count - 1): the same reading as our layout (prvr.data.feature_store), where the last row of a caption is
+count - 1): the same reading as our layout (prvr.store.feature_store), where the last row of a caption is
 its end-of-text token. For other features (MS-SL's I3D/ResNet BigFile folders, RoBERTa text HDF5) see
-prvr.data.bigfile.
+prvr.sources.bigfile.
 
 Differences from our layout, which import_released removes:
   * ActivityNet: caption files name videos "v_<youtube id>" but the video file's keys drop the "v_"
@@ -40,7 +40,7 @@ names the file and the first bad id (caption-file order):
      video_dim / text_dim where given, else expected_dim for both, else the first video's; the text
      dimension must equal the video dimension unless video_dim or text_dim is given (FeatureError);
   3. every value is finite (FeatureError: "<text h5>: caption 'x#enc#0' row 3 has NaN").
-The video source may also be a BigFile folder (prvr.data.bigfile), e.g. MS-SL's I3D features with
+The video source may also be a BigFile folder (prvr.sources.bigfile), e.g. MS-SL's I3D features with
 RoBERTa text (video_dim=3072 or 2048, text_dim=1024).
 """
 from __future__ import annotations
@@ -52,9 +52,10 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from prvr.data.annotations import AnnotationError, read_caption_txt, video_of
-from prvr.data.bigfile import BigFile
-from prvr.data.feature_store import FeatureError, FeatureStoreError, UnknownIdError, write_features
+from prvr.errors import AnnotationError
+from prvr.sources.bigfile import BigFile
+from prvr.store.feature_store import FeatureError, FeatureStoreError, UnknownIdError, write_features
+from prvr.store.splits import read_caption_txt, video_of
 
 COLLECTIONS = ("tvr", "activitynet", "charades", "qvhighlight")
 VIDEO_PREFIX = {"activitynet": "v_"}  # caption-file prefix the authors' video keys drop

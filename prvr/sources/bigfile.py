@@ -19,12 +19,8 @@ last token, not a CLIP end-of-text token).
         x = bf.video_features("friends_s01e01_seg02_clip_00")   # (n_frames, dim) float32, frame order
     bigfile_to_store("FeatureData/i3d_resnet", "tvr_i3d.h5")    # streamed, FeatureStore layout
 
-The pipeline's `data.videos: released_bigfile` source (MS-SL's release as the I3D-feature baselines
-read it) goes through `import_bigfile_release`: the folder and the RoBERTa caption HDF5 are checked
-against model.input_dim, then validated and imported by prvr.data.released.import_released (every
-caption file's videos and captions present, dimensions, finite values; the first bad id named):
-
-    paths = bigfile_layout("/data/ms-sl", "tvr", "i3d_resnet")   # bigfile_dir, text_h5, caption_files
+The pipeline's `data.videos: released_bigfile` source imports a whole release through
+prvr.sources.bigfile_release.
 
 feature.bin is memory-mapped (numpy.memmap): nothing is read until a row is asked for.
 video2frames.txt is parsed with ast.literal_eval (never eval). Every problem is one line naming the
@@ -34,16 +30,14 @@ file and, where there is one, the id: BigFileError (a missing or inconsistent fi
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import h5py
 import numpy as np
 from tqdm import tqdm
 
-from prvr.data.annotations import read_caption_txt
-from prvr.data.feature_store import FeatureCheck, FeatureError, UnknownIdError, write_features
 from prvr.errors import PrvrError
+from prvr.store.feature_store import FeatureCheck, FeatureError, UnknownIdError, write_features
 
 DTYPE = np.dtype("<f4")  # feature.bin: float32, little-endian, no header
 
@@ -231,49 +225,3 @@ def bigfile_to_store(folder: str | Path, out_h5: str | Path, video_ids: Iterable
         return write_features(out_h5, items(), attrs=attrs)
     finally:
         bigfile.close()
-
-
-def bigfile_layout(root: str | Path, collection: str, feature: str, splits=("train", "val", "test")) -> dict:
-    """MS-SL's paths under its `rootpath` (method/train.py): the BigFile folder of `feature`
-    (tvr: i3d_resnet, activitynet: i3d, charades: i3d_rgb_lgi), the RoBERTa caption HDF5 and the
-    caption files <collection><split>.caption.txt."""
-    base = Path(root) / collection
-    return {"bigfile_dir": base / "FeatureData" / feature,
-            "text_h5": base / "TextData" / f"roberta_{collection}_query_feat.hdf5",
-            "caption_files": {s: base / "TextData" / f"{collection}{s}.caption.txt" for s in splits}}
-
-
-def _text_dim(text_h5: Path, caption_files: Mapping[str, str | Path]) -> tuple[str, int] | None:
-    """(first caption id of the caption files, its row dimension) in the text HDF5, if both exist."""
-    first = next((c for path in caption_files.values() for c, _ in read_caption_txt(Path(path))[:1]), None)
-    if first is None or not Path(text_h5).is_file():
-        return None  # import_released reports the missing file or the empty caption file
-    try:
-        with h5py.File(text_h5, "r") as f:
-            shape = getattr(f.get(first) if "/" not in first else None, "shape", ())
-    except OSError:
-        return None  # not HDF5: import_released says so in its own words
-    return (first, int(shape[1])) if len(shape) == 2 else None
-
-
-def import_bigfile_release(bigfile_dir: str | Path, text_h5: str | Path, caption_files: Mapping[str, str | Path],
-                           out_video_h5: str | Path, out_text_h5: str | Path, input_dim: int,
-                           video_prefix: str | None = None, progress: bool = True) -> dict:
-    """Validate MS-SL's BigFile folder and RoBERTa caption HDF5 against the caption files and import
-    them into our layout (prvr.data.released.import_released: ids, dimensions, finite values, one pass).
-    Both must have `input_dim` (model.input_dim: the models read frames and captions of one dimension);
-    a folder or file of another dimension is a FeatureError naming it before anything is read."""
-    from prvr.data.released import import_released  # here: prvr.data.released imports this module
-    with BigFile(bigfile_dir) as bigfile:
-        if bigfile.dim != input_dim:
-            raise FeatureError(f"{bigfile.folder}: BigFile rows have dimension {bigfile.dim}, but "
-                               f"model.input_dim is {input_dim} (set it to the feature's dimension)")
-    first = _text_dim(Path(text_h5), caption_files)
-    if first is not None and first[1] != input_dim:
-        raise FeatureError(f"{text_h5}: caption {first[0]!r} has dimension {first[1]}, but model.input_dim is "
-                           f"{input_dim}: the models read frames and captions of one dimension "
-                           f"(here {input_dim} for the BigFile rows)")
-    summary = import_released(bigfile_dir, text_h5, caption_files, out_video_h5, out_text_h5,
-                              video_dim=input_dim, text_dim=input_dim, video_prefix=video_prefix,
-                              progress=progress)
-    return {**summary, "source": "released_bigfile"}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prvr.data.vocabulary import SCENES
+from prvr.demo.vocabulary import SCENES
 
 DISTRACTOR_PROB = 0.7   # chance that a video (or a pretraining still) has a wandering grey dot
 

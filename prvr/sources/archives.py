@@ -21,7 +21,7 @@ import tarfile
 import zipfile
 from pathlib import Path, PureWindowsPath
 
-from prvr.data.download import MARKER_NAME, VIDEO_SUFFIXES, DownloadError, file_digest
+from prvr.sources.download import MARKER_NAME, VIDEO_SUFFIXES, DownloadError, file_digest
 from prvr.io import write_json
 
 log = logging.getLogger(__name__)
