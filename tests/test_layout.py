@@ -128,3 +128,41 @@ def test_no_file_much_over_350_lines():
 
 def test_data_holds_only_the_dataset_and_batching():
     assert sorted(p.name for p in (PRVR / "data").iterdir() if p.name != "__pycache__") == ["__init__.py", "dataset.py"]
+
+
+def _prvr_imports(path: Path):
+    """(line, dotted name) of every prvr import in a Python file, and of every `name` of `from prvr.x import name`."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("prvr"):
+            yield node.lineno, node.module, [alias.name for alias in node.names]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("prvr"):
+                    yield node.lineno, alias.name, []
+
+
+def test_every_prvr_import_names_a_module_that_exists():
+    """A module moved without its importers fails here, not in the middle of a DAG (function-level imports
+    included: a late import runs only when its branch does)."""
+    root, mods = PRVR.parent, modules()
+    files = [p for folder in ("prvr", "workflow", "bench", "tests") for p in (root / folder).rglob("*.py")]
+    missing = []
+    for path in files:
+        for line, module, names in _prvr_imports(path):
+            where = f"{path.relative_to(root)}:{line}"
+            if module not in mods:
+                missing.append(f"{where} imports {module}")
+                continue
+            is_package = mods[module].name == "__init__.py"
+            for name in names:
+                if f"{module}.{name}" in mods:
+                    continue
+                tree = ast.parse(mods[module].read_text())
+                defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))}
+                defined |= {t.id for n in ast.walk(tree) if isinstance(n, (ast.Assign, ast.AnnAssign))
+                            for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
+                defined |= {a.asname or a.name.split(".")[0] for n in ast.walk(tree)
+                            if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+                if name not in defined and not (is_package and name == "*"):
+                    missing.append(f"{where} imports {name} from {module}, which does not define it")
+    assert missing == []

@@ -10,11 +10,11 @@ head, so one can see what the model learned.
 
 Training: open_clip's ClipLoss on shuffled batches, plus `aux_weight` x the attribute heads' loss
 (prvr.features.attribute_heads) when the pairs come with their attributes (the DAG generates them,
-prvr.data.pretraining_pairs, so it knows them); AdamW without weight decay on gains, biases and
+prvr.demo.pretraining_pairs, so it knows them); AdamW without weight decay on gains, biases and
 embeddings, linear warm-up then cosine decay, logit scale clamped at 100 as in open_clip's
 training; seeded and deterministic on CPU. Batches of random stills, not hard-negative groups:
 groups of 8 stills sharing scene and colour slowed the image tower down (held-out shape accuracy
-0.58 against 0.90 with random batches, README "Linear probes").
+0.58 against 0.90 with random batches, docs/demo.md "What the embedded CLIP sees").
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def report_path(out_path: str | Path) -> Path:
 
 
 def _default_pairs() -> PairsFn:
-    from prvr.data.pretraining_pairs import sample_pretraining_pairs  # the corpus' vocabulary and renderer
+    from prvr.demo.pretraining_pairs import sample_pretraining_pairs  # the corpus' vocabulary and renderer
     return sample_pretraining_pairs
 
 
@@ -154,7 +154,7 @@ def pretrain_tiny_clip(cfg: ClipPretrainConfig, out_path: str | Path, model_name
     """Train `model_name` from scratch with CLIP's loss (+ the attribute heads' loss); save its
     state_dict and a held-out report.
 
-    pairs_fn: prvr.data.pretraining_pairs.sample_pretraining_pairs by default; held-out pairs use
+    pairs_fn: prvr.demo.pretraining_pairs.sample_pretraining_pairs by default; held-out pairs use
     seed + 1. Returns the report.
     """
     _check(cfg, model_name, n_heldout)
