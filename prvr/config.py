@@ -187,6 +187,9 @@ class EvalConfig:
     "expected" (default) the mean rank under uniformly random tie-breaking, so R@K adds
     P(rank <= K) = clip((K - h) / (t + 1), 0, 1) for h strictly higher and t tied candidates;
     "optimistic" ignores tied candidates; "pessimistic" ranks every tied candidate first.
+    tie_tolerance: scores (cosines) closer than this to the relevant video's count as tied with it;
+    near ties are recomputed in float64 first, so a tie does not depend on chunking or the CPU
+    (prvr.evaluation.ties).
     selection: the split the epoch is selected on: "val" (held out: data.val or a share of train)
     or "reported_split" (the authors' protocol: the test split that is also reported).
     device: where evaluate, collapse and t-SNE run a trained model (whatever train.device was);
@@ -200,6 +203,7 @@ class EvalConfig:
     ks: tuple[int, ...] = (1, 5, 10, 100)
     batch_size: int = 512
     ties: str = field(default="expected", metadata={"choices": ("expected", "optimistic", "pessimistic")})
+    tie_tolerance: float = 1e-6
     selection: str = field(default="val", metadata={"choices": ("val", "reported_split")})
     device: str = "cpu"
     precision: str = field(default="float32", metadata={"choices": ("float32", "bfloat16")})
@@ -282,7 +286,7 @@ def config_hash(cfg) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-EVAL_KEYS_FOR_TRAINING = ("w_clip", "w_frame", "ks", "ties", "selection", "precision")  # model selection on val SumR uses them
+EVAL_KEYS_FOR_TRAINING = ("w_clip", "w_frame", "ks", "ties", "tie_tolerance", "selection", "precision")  # model selection on val SumR uses them
 
 
 def training_settings(cfg: Config) -> dict:

@@ -16,6 +16,7 @@ import re
 from prvr.config_data import RELEASED_SOURCES
 
 TINY_CLIP = "prvr-tiny-clip"  # the only open_clip model the DAG can pretrain itself (= prvr.features.clip.TINY_CLIP)
+NEAR_TIE_BAND = 1e-4  # scores this close to the relevant one are recomputed in float64 (prvr.evaluation.ties)
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -211,6 +212,7 @@ def _eval(e):
         yield "eval.w_frame", "eval.w_clip + eval.w_frame must be > 0 (both 0 scores every video alike)"
     yield "eval.ks", _unique_list(e.ks, lambda k: _at_least(k, 1))
     yield "eval.batch_size", _at_least(e.batch_size, 1)
+    yield "eval.tie_tolerance", _finite(e.tie_tolerance, 0.0, strict=False, high=NEAR_TIE_BAND, high_strict=True)
     yield "eval.device", _device(e.device)
 
 

@@ -29,6 +29,8 @@ def test_shipped_config_and_every_ablation_pass_the_checks():
     ({"frames": {"fps": -2}}, "frames.fps", "must be > 0.0"),
     ({"eval": {"ks": [0]}}, "eval.ks", "must be >= 1"),
     ({"eval": {"ks": [1, 1]}}, "eval.ks", "duplicates"),
+    ({"eval": {"tie_tolerance": 0.01}}, "eval.tie_tolerance", "must be <"),
+    ({"eval": {"tie_tolerance": -1.0e-6}}, "eval.tie_tolerance", "must be >="),
     ({"train": {"lr": float("nan")}}, "train.lr", "finite"),
     ({"model": {"heads": 5}}, "model.heads", "must divide model.hidden=64"),
     ({"eval": {"w_clip": -0.4}}, "eval.w_clip", "must be >= 0.0"),

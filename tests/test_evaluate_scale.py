@@ -15,6 +15,7 @@ from prvr.data.dataset import PRVRDataset
 from prvr.store.feature_cache import build_feature_cache
 from prvr.store.feature_store import write_features
 from prvr.evaluation import evaluate, model_scores, scoring
+from prvr.evaluation.ties import settle_near_ties
 from prvr.evaluation.metrics import rank_counts, retrieval_metrics
 from prvr.evaluation.scoring import prvr_scores, prvr_scores_chunked
 from prvr.models import create_model
@@ -146,14 +147,19 @@ class IntegerModel(torch.nn.Module):
 
 
 def _unchunked_metrics(model, dataset, cfg):
-    """The evaluation as it was: prvr_scores over every query and video at once."""
+    """The evaluation as it was: prvr_scores over every query and video at once (near ties settled
+    on prvr_scores in float64, as the evaluation settles them on its own scores)."""
     model.eval()
     videos = evaluate.encode_videos(model, dataset, cfg.batch_size, "cpu")
     queries = evaluate.encode_queries(model, dataset, cfg.batch_size, "cpu")
-    scores = prvr_scores(queries, videos["clip_tokens"], videos["frame_tokens"], w_clip=cfg.w_clip, w_frame=cfg.w_frame)
+    clip, frame = videos["clip_tokens"], videos["frame_tokens"]
+    scores = prvr_scores(queries, clip, frame, w_clip=cfg.w_clip, w_frame=cfg.w_frame).numpy().astype(np.float64)
     index = {v: i for i, v in enumerate(dataset.index.videos)}
     positive = np.array([index[c.split("#")[0]] for c in dataset.index.caption_ids])
-    return retrieval_metrics(scores.numpy().astype(np.float64), positive, ks=tuple(cfg.ks), ties=cfg.ties)
+    exact = lambda q, c: prvr_scores(queries[q:q + 1].double(), clip[c].double(), frame[c].double(),  # noqa: E731
+                                     w_clip=cfg.w_clip, w_frame=cfg.w_frame)[0].numpy()
+    settle_near_ties(scores, positive, exact, cfg.tie_tolerance)
+    return retrieval_metrics(scores, positive, ks=tuple(cfg.ks), ties=cfg.ties)
 
 
 @pytest.mark.parametrize("ties", RULES)
@@ -172,6 +178,33 @@ def test_evaluate_split_in_chunks_equals_the_unchunked_evaluation(tmp_path, monk
         monkeypatch.setattr(scoring, "QUERY_CHUNK", chunk)
         monkeypatch.setattr(scoring, "BLOCK_ELEMENTS", block)
         assert evaluate.evaluate_split(model, dataset, cfg) == reference, (chunk, block)
+
+
+def _rounding_by_position(real):
+    """_cosine_block_maxima as a CPU whose matrix kernels round edge tiles differently: the result
+    for the video at position i of a block is off by (i mod 3) float32 ulps, so identical videos
+    score apart unless they sit at positions with the same remainder (an Intel Xeon did this with
+    MKL's and oneDNN's kernels)."""
+    def rounded(query, unit_tokens, inv_query):
+        out = real(query, unit_tokens, inv_query)  # (Q, B)
+        ulps = torch.arange(out.shape[1], dtype=torch.float32).remainder(3)  # (B,)
+        return out * (1 + ulps * 2.0 ** -23)
+    return rounded
+
+
+@pytest.mark.parametrize("ties", RULES)
+def test_ties_do_not_depend_on_where_a_pair_was_scored(tmp_path, monkeypatch, ties):
+    """Copies of a video tie at every chunk and block size even when the kernels round a pair's
+    score by its position in a block: near ties are recomputed in float64 (prvr.evaluation.ties)."""
+    dataset = PRVRDataset(*_split(tmp_path, duplicate=True), frame_tokens=6)
+    cfg = EvalConfig(ks=(1, 2, 5), ties=ties, batch_size=4)
+    reference = _unchunked_metrics(IntegerModel(), dataset, cfg)
+    assert reference["queries_with_ties"] >= 12
+    monkeypatch.setattr(scoring, "_cosine_block_maxima", _rounding_by_position(scoring._cosine_block_maxima))
+    for chunk, block in ((1, 1), (4, 40), (5, 1 << 21), (24, 1 << 21), (7, 13)):
+        monkeypatch.setattr(scoring, "QUERY_CHUNK", chunk)
+        monkeypatch.setattr(scoring, "BLOCK_ELEMENTS", block)
+        assert evaluate.evaluate_split(IntegerModel(), dataset, cfg) == reference, (chunk, block)
 
 
 def test_cache_backed_split_evaluates_like_the_stores_when_nothing_rounds(tmp_path, monkeypatch):

@@ -40,7 +40,7 @@ import torch
 from prvr.config import EvalConfig
 from prvr.data.dataset import PRVRDataset, pad_queries
 from prvr.evaluation.metrics import retrieval_metrics
-from prvr.evaluation import model_scores, scoring
+from prvr.evaluation import model_scores, scoring, ties
 from prvr.models.base import MAX_CLIP_AND_FRAME
 
 
@@ -133,7 +133,9 @@ def split_scores(model, dataset: PRVRDataset, cfg: EvalConfig, device: str = "cp
 
     Scores are the model's score branches (prvr_scores's for the MSC models), computed query_chunk
     (default scoring.QUERY_CHUNK) queries at a time (model_scores.model_scores_chunked) in float32
-    from encodings made at cfg.precision."""
+    from encodings made at cfg.precision; the candidates within ties.NEAR_BAND of a query's relevant
+    video are then recomputed in float64 and those within cfg.tie_tolerance of it set equal to it
+    (prvr.evaluation.ties: a tie does not depend on chunk sizes or the CPU's kernels)."""
     branches = score_branches(model)
     was_training = model.training
     model.eval()
@@ -144,11 +146,20 @@ def split_scores(model, dataset: PRVRDataset, cfg: EvalConfig, device: str = "cp
                                  precision=cfg.precision)
     finally:
         model.train(was_training)
-    scores = model_scores.model_scores_chunked(queries, videos, branches, (cfg.w_clip, cfg.w_frame),
+    weights = (cfg.w_clip, cfg.w_frame)
+    scores = model_scores.model_scores_chunked(queries, videos, branches, weights,
                                                query_chunk=query_chunk or scoring.QUERY_CHUNK, dtype=torch.float64)
     video_index = {v: i for i, v in enumerate(dataset.index.videos)}
     positive = np.array([video_index[c.split("#", 1)[0]] for c in dataset.index.caption_ids], dtype=np.int64)
-    return scores.numpy(), positive
+    scores = scores.numpy()
+
+    def exact_scores(query: int, candidates: np.ndarray) -> np.ndarray:  # the same score, in float64
+        one = {k: v[query:query + 1].double() for k, v in queries.items()}  # (1, H)
+        some = {k: v[torch.from_numpy(candidates)].double() for k, v in videos.items()}  # (C, N, H)
+        return model_scores.model_scores_chunked(one, some, branches, weights, 1, torch.float64)[0].numpy()
+
+    ties.settle_near_ties(scores, positive, exact_scores, cfg.tie_tolerance)
+    return scores, positive
 
 
 def evaluate_split(model, dataset: PRVRDataset, cfg: EvalConfig, device: str = "cpu") -> dict[str, float | int]:
