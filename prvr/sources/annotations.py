@@ -28,7 +28,6 @@ from pathlib import Path
 from prvr.errors import AnnotationError
 from prvr.store.splits import caption_id, fail, read_text_file, text_lines
 
-FORMATS = ("tvr", "activitynet", "charades")
 END_TOLERANCE_S = 0.1  # how far (seconds) an end may pass the video's duration
 SPAN_POLICIES = ("error", "fix", "keep")
 
@@ -194,11 +193,16 @@ def read_charades_sta(path: str | Path, durations: Mapping[str, float] | None = 
     return queries
 
 
+# a new format: its reader here and its name in the choices of prvr.config_data.SplitSource.format
+READERS = {"tvr": read_tvr_jsonl, "activitynet": read_activitynet_json, "charades": read_charades_sta}
+FORMATS = tuple(READERS)
+
+
 def read_annotations(path: str | Path, fmt: str, **options) -> list[Query]:
-    """Read any supported format: "tvr" (also the demo corpus), "activitynet" or "charades"."""
-    readers = {"tvr": read_tvr_jsonl, "activitynet": read_activitynet_json, "charades": read_charades_sta}
-    if fmt not in readers:
+    """Read any supported format: "tvr" (also the demo corpus), "activitynet" or "charades"; an unknown
+    one is an AnnotationError naming the file, never another format's reader."""
+    if fmt not in READERS:
         raise AnnotationError(f"{path}: unknown annotation format {fmt!r} (known: {', '.join(FORMATS)})")
-    return readers[fmt](path, **options)
+    return READERS[fmt](path, **options)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from prvr.errors import AnnotationError
 from prvr.io import write_text
-from prvr.sources.annotations import Query, read_activitynet_json, read_charades_sta, read_tvr_jsonl
+from prvr.sources.annotations import Query, read_annotations, read_tvr_jsonl
 from prvr.store.splits import check_disjoint_splits
 
 SPLITS = ("train", "val", "test")
@@ -46,12 +46,10 @@ def read_durations(csv_files) -> dict[str, float]:
 
 
 def read_split_file(source, bad_spans: str, durations: dict[str, float] | None) -> list[Query]:
-    """One split's queries from its file in its own format (config data.<split>)."""
-    if source.format == "tvr":
-        return read_tvr_jsonl(source.path, bad_spans=bad_spans)
-    if source.format == "activitynet":
-        return read_activitynet_json(source.path, bad_spans=bad_spans)
-    return read_charades_sta(source.path, durations=durations, bad_spans=bad_spans)
+    """One split's queries from its file in its own format (config data.<split>); only Charades-STA's
+    reader takes the durations (its files have none)."""
+    options = {"durations": durations} if source.format == "charades" else {}
+    return read_annotations(source.path, source.format, bad_spans=bad_spans, **options)
 
 
 def held_out_videos(vids, fraction: float) -> set[str]:
