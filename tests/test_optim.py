@@ -187,3 +187,47 @@ def test_early_stop_runs_early_stop_plus_one_failing_epochs():
         if sumr[epoch] > best:
             best, best_epoch = sumr[epoch], epoch
     assert ran == [0, 1, 2, 3]
+
+
+def _clip_by_hand(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """The authors' per-tensor clip, a few lines on one separate tensor."""
+    norm = float(torch.sqrt((grad.double() ** 2).sum()))
+    return grad * min(1.0, max_norm / (norm + 1e-6))
+
+
+def test_a_stacked_qkv_is_clipped_per_projection_like_three_separate_linears():
+    """The value block's gradient alone exceeds the clip norm (as at a TVR-shape batch: value 5.8,
+    query and key 0.4): it alone is scaled, as the authors' separate query/key/value linears are;
+    query and key keep their gradients. The stacked step equals three separate BertAdam tensors."""
+    from prvr.models.attention import MultiHeadAttention
+    from prvr.models.stacked import row_blocks
+
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(hidden=4, heads=2, dropout=0.0)
+    weight, bias = attention.qkv.weight, attention.qkv.bias
+    assert row_blocks(weight) == row_blocks(bias) == 3
+    grads = [torch.randn(4, 4) * 0.1, torch.randn(4, 4) * 0.1, torch.randn(4, 4) * 3.0]  # q, k, v
+    assert all(float(g.norm()) < 1 for g in grads[:2]) and float(grads[2].norm()) > 1
+    separate = [nn.Parameter(w.detach().clone()) for w in weight.detach().split(4)]
+    opt_sep = BertAdam(separate, lr=LR, max_grad_norm=CLIP)
+    opt_stacked = BertAdam([weight], lr=LR, max_grad_norm=CLIP)
+    for p, g in zip(separate, grads):
+        p.grad = g.clone()
+    weight.grad = torch.cat(grads)
+    opt_sep.step()
+    opt_stacked.step()
+    torch.testing.assert_close(weight.grad, torch.cat([_clip_by_hand(g, CLIP) for g in grads]), rtol=1e-6, atol=0)
+    assert torch.equal(weight.grad[:8], torch.cat(grads[:2]))  # query and key untouched
+    assert torch.equal(weight.detach(), torch.cat([p.detach() for p in separate]))  # bit for bit
+    whole = _clip_by_hand(torch.cat(grads), CLIP)  # what one clip over the stacked tensor gave before
+    assert not torch.allclose(whole[:8], weight.grad[:8])
+
+
+def test_a_stacked_key_value_and_a_plain_linear_have_their_blocks():
+    from prvr.models.parallel_gmm import WindowedLayer
+    from prvr.models.stacked import row_blocks
+
+    layer = WindowedLayer(8, 2, 0.0, 0.5)
+    blocks = {name: row_blocks(p) for name, p in layer.named_parameters() if row_blocks(p) > 1}
+    assert set(blocks.values()) <= {2, 3} and blocks  # q/k/v or k/v stacked, each marked
+    assert row_blocks(nn.Linear(3, 6).weight) == 1

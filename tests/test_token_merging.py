@@ -199,3 +199,15 @@ def test_merge_to_counts_rejects_bad_counts_and_stages():
         merge_to_counts(feats, sizes, labels, torch.tensor([8, 2]), (2,), pairing="bipartite")
     with pytest.raises(MergingError, match="pairing"):
         merge_to(feats, sizes, labels, None, 4, "nearest")
+
+
+def test_repeated_frames_tie_and_the_lower_pair_merges_first():
+    """A short video resampled to many tokens repeats its frames, so pair similarities tie exactly
+    (below about 43 frames at 128 tokens). The rule here is stable: of equal pairs the lower one merges
+    first. The authors' CPU argsort is not stable, so their partition of such a video is unspecified
+    (docs/fidelity.md): this pins ours."""
+    a, b, c = torch.eye(3)
+    frames = torch.stack([a, a, a, b, b, b, c, c])[None]  # (1, 8, 3): pairs (a,a) (a,b) (b,b) (c,c)
+    merged = merge_stages(frames, (6,))  # merge 2 of the 3 pairs tied at similarity 1
+    assert merged.frame_to_token.tolist() == [[0, 0, 1, 2, 3, 3, 4, 5]]  # pairs 0 and 2, not 3
+    assert merged.sizes.tolist() == [[2, 1, 1, 2, 1, 1]]

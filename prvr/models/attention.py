@@ -42,6 +42,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from prvr.models.dropout import Dropout
+from prvr.models.stacked import stacked_linear
 
 GAUSS_WIDTH_DIVISOR = 9.0  # sigma = width / 9 on the [0, 1] video axis (released-code convention)
 
@@ -104,7 +105,7 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"hidden size {hidden} is not a multiple of heads {heads}")
         self.heads = heads
         self.dropout = dropout
-        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.qkv = stacked_linear(hidden, hidden, 3)  # [W_q; W_k; W_v], clipped per projection
         self.out = nn.Linear(hidden, hidden) if output_projection else nn.Identity()
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
@@ -151,7 +152,7 @@ class GaussianMixtureAttention(nn.Module):
         self.windows = len(self.widths) + 1  # the last window has no Gaussian prior
         self.heads = heads
         self.dropout = dropout
-        self.qkv = nn.Linear(hidden, 3 * self.windows * hidden)
+        self.qkv = stacked_linear(hidden, hidden, 3 * self.windows)  # q, k, v of every window
         # no bias: a bias shared by every window cancels in the softmax over windows
         self.window_score = nn.Linear(hidden, 1, bias=False)
         self.out = nn.Linear(hidden, hidden)

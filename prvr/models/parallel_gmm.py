@@ -43,6 +43,7 @@ from torch import nn
 
 from prvr.models.attention import FeedForward, _split_heads, checkpointed, inference_linear
 from prvr.models.dropout import Dropout
+from prvr.models.stacked import stacked_linear
 
 MIN_WIDTH = 1e-2  # the released code clamps widths at 0.01 before dividing by 9
 WIDTH_DIVISOR = 9.0
@@ -87,7 +88,7 @@ class WindowedAttention(nn.Module):
         self.heads = heads
         self.width = width
         self.query = nn.Linear(hidden, hidden)
-        self.key_value = nn.Linear(hidden, 2 * hidden)
+        self.key_value = stacked_linear(hidden, hidden, 2)  # [W_k; W_v], clipped per projection
         self.drop = Dropout(dropout)
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor,

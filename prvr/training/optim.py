@@ -6,7 +6,9 @@
 
 train.optimizer "bert_adam" reproduces the optimiser of the released MSC_PRVR / GMMFormer code
 (BERT's Adam): no bias correction, eps 1e-6, decoupled weight decay added to the Adam direction,
-each parameter tensor's gradient clipped to norm `grad_clip` on its own. "adamw" is torch's AdamW;
+each projection's gradient clipped to norm `grad_clip` on its own (a parameter tensor, or each row
+block of a stacked q/k/v tensor: prvr.models.stacked, as the authors' separate linears are clipped).
+"adamw" is torch's AdamW;
 the trainer then clips the global gradient norm before the step (`clips_inside`).
 
 The authors keep their schedule inside the optimiser, indexed by each parameter's own step count
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 
 from prvr.config import TrainConfig
+from prvr.models.stacked import row_blocks
 
 BERT_EPS = 1e-6
 BERT_BETAS = (0.9, 0.999)
@@ -34,7 +37,8 @@ class BertAdam(torch.optim.Optimizer):
     """Adam without bias correction, weight decay added to the update, per-tensor gradient clip.
 
     For each parameter p with gradient g (lr is the group's current, already scheduled, lr):
-        g <- g * min(1, max_grad_norm / (|g| + 1e-6))     if max_grad_norm > 0 (this tensor only)
+        g <- g * min(1, max_grad_norm / (|g| + 1e-6))     if max_grad_norm > 0 (this tensor only;
+                                                           each row block of a stacked projection)
         m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
         p <- p - lr * (m / (sqrt(v) + eps) + weight_decay * p)
     The clip rescales p.grad in place, as torch.nn.utils.clip_grad_norm_ does.
@@ -65,7 +69,7 @@ class BertAdam(torch.optim.Optimizer):
         if grad.is_sparse:
             raise RuntimeError("BertAdam does not support sparse gradients")
         if group["max_grad_norm"] > 0:
-            _clip_tensor_(grad, group["max_grad_norm"])
+            _clip_tensor_(grad, group["max_grad_norm"], row_blocks(p))
         state = self.state[p]
         if not state:  # m and v live in the state so optimizer.state_dict() carries them across a resume
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -80,11 +84,19 @@ class BertAdam(torch.optim.Optimizer):
         p.sub_(group["lr"] * update)  # this rounding order matches the released code bit for bit (CPU)
 
 
-def _clip_tensor_(grad: torch.Tensor, max_norm: float) -> None:
-    """Scale one gradient tensor to norm <= max_norm (clip_grad_norm_'s rule, 1e-6 guard included);
-    the factor stays a tensor so a GPU step needs no host sync."""
-    norm = torch.linalg.vector_norm(grad.detach(), 2.0)
-    grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+def _clip_tensor_(grad: torch.Tensor, max_norm: float, blocks: int = 1) -> None:
+    """Scale one gradient tensor, or each of its `blocks` equal row blocks, to norm <= max_norm
+    (clip_grad_norm_'s rule, 1e-6 guard included); the factors stay tensors so a GPU step needs no
+    host sync."""
+    if blocks == 1:
+        norm = torch.linalg.vector_norm(grad.detach(), 2.0)
+        grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+        return
+    if grad.shape[0] % blocks or not grad.is_contiguous():
+        raise ValueError(f"a stacked gradient {tuple(grad.shape)} does not split into {blocks} contiguous row blocks")
+    rows = grad.view(blocks, -1)  # (blocks, rows per block x columns), a view: scaled in place
+    norms = torch.linalg.vector_norm(rows.detach(), 2.0, dim=1, keepdim=True)  # (blocks, 1)
+    rows.mul_(torch.clamp(max_norm / (norms + 1e-6), max=1.0))
 
 
 # --- schedules: step -> lr multiplier, step counted from 0 (the first optimizer.step()) ---
