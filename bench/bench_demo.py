@@ -23,6 +23,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from prvr.provenance import machine
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -63,8 +65,10 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()[0]
     wall, total_cpu = run_dag(workdir, args.cores, [str(Path(c).resolve()) for c in args.configfile])
-    print(f"machine: {os.cpu_count()} CPUs, 1-minute load average {load:.2f} before the run; "
-          f"`snakemake --cores {args.cores} all` in {workdir}\n")
+    m = machine()
+    print(f"machine: {m['cpu']} ({', '.join(m['cpu_flags']) or 'no ISA flags read'}; torch dispatches to "
+          f"{m['cpu_capability']}), {m['cpu_cores']} CPUs, GPU {m['gpu'] or 'none'}, torch {m['torch']}; "
+          f"1-minute load average {load:.2f} before the run; `snakemake --cores {args.cores} all` in {workdir}\n")
     print("| step | jobs | wall s (summed over jobs) | CPU s |\n|---|---|---|---|")
     for rule, (jobs, secs, cpu) in sorted(rule_times(workdir).items(), key=lambda kv: -kv[1][1]):
         print(f"| {rule} | {int(jobs)} | {secs:.1f} | {cpu:.1f} |")

@@ -2,7 +2,9 @@
 
 Every model and metrics file gets a `provenance.json` beside it with the resolved config, the seed,
 the code version (git commit + dirty flag when run from a checkout, and always a hash of the prvr
-source files) and the sha256 of every input file.
+source files), the sha256 of every input file, and the machine that made it (`machine()`: CPU model,
+the instruction set torch's kernels use, torch / MKL / oneDNN / CUDA versions, GPU, threads): another
+CPU rounds differently and training amplifies it, so a number names its machine.
 
     write_provenance("results/demo/runs/baseline/seed1/provenance.json", cfg, seed, {"video_feats": path})
 """
@@ -10,7 +12,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 
@@ -78,6 +82,43 @@ def code_version() -> dict:
             "python": platform.python_version(), "torch": torch.__version__}
 
 
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")  # what changes rounding
+
+
+def _cpu_info() -> tuple[str, list[str]]:
+    """(CPU model, the ISA_FLAGS it has) from /proc/cpuinfo; elsewhere platform's name and no flags."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), None)
+    flags = next((set(ln.split(":", 1)[1].split()) for ln in lines if ln.startswith("flags")), set())
+    return model or platform.processor() or platform.machine(), [f for f in ISA_FLAGS if f in flags]
+
+
+@functools.lru_cache(maxsize=1)
+def _build() -> dict:
+    """What torch was built with: its MKL and oneDNN versions (from torch.__config__.show())."""
+    import torch
+    shown = torch.__config__.show()
+    mkl = re.search(r"Math Kernel Library Version ([\w.]+)", shown)
+    onednn = re.search(r"(?:oneDNN|MKL-DNN) v([\w.]+)", shown)
+    return {"mkl": mkl.group(1) if mkl else None, "onednn": onednn.group(1) if onednn else None}
+
+
+def machine() -> dict:
+    """The machine block of a provenance record: CPU model and core count, the CPU capability
+    torch's kernels dispatch to (e.g. AVX2, AVX512), torch, MKL, oneDNN and CUDA versions, the GPU
+    (when one is visible) and torch's thread count."""
+    import torch
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    model, flags = _cpu_info()
+    return {"cpu": model, "cpu_flags": flags, "cpu_cores": os.cpu_count(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "platform": platform.platform(), "torch": torch.__version__, **_build(),
+            "cuda": torch.version.cuda, "gpu": gpu, "torch_threads": torch.get_num_threads()}
+
+
 def provenance(cfg, seed: int | None, inputs: dict[str, str | Path], extra: dict | None = None,
                code: dict | None = None) -> dict:
     """Build the record: resolved config, its hash, seed, code version, input hashes.
@@ -91,6 +132,7 @@ def provenance(cfg, seed: int | None, inputs: dict[str, str | Path], extra: dict
         "seed": seed,
         "code": code or code_version(),
         "inputs": {name: {"path": str(p), "sha256": sha256_file(p)} for name, p in sorted(inputs.items())},
+        "machine": machine(),
         **(extra or {}),
     }
 
