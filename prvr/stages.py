@@ -26,6 +26,14 @@ def shard_video_ids(video_list: Path, shard: int, shard_size: int) -> list[str]:
     return vids[shard * shard_size:(shard + 1) * shard_size]
 
 
+def sources_fingerprint_of_list(cfg: Config, videos_dir: Path, video_list: Path) -> str:
+    """The fingerprint of every listed video's source now (prvr.video.video_files.sources_fingerprint):
+    a params value of the workflow's merge, so a replaced or deleted video re-extracts the features."""
+    from prvr.sources.benchmarks import read_video_list
+    from prvr.video.video_files import sources_fingerprint
+    return sources_fingerprint(videos_dir, read_video_list(video_list), folders=cfg.data.videos == "frame_folders")
+
+
 def _missing_videos(missing_tsv: Path | None) -> set[str]:
     """The video ids listed in missing_videos.tsv (could not be fetched); none without the file."""
     if missing_tsv is None:
@@ -167,9 +175,8 @@ def evaluate_run(model_path: Path, captions: Path, video_feats: Path, text_feats
     from prvr.data.dataset import PRVRDataset
     from prvr.evaluation.evaluate import evaluate_split
     from prvr.provenance import provenance
-    import torch
-    from prvr.training.trainer import model_from_saved
-    saved = torch.load(model_path, map_location="cpu", weights_only=False)
+    from prvr.training.model_file import model_from_saved, read_model_file
+    saved = read_model_file(model_path)
     model, cfg = model_from_saved(saved, str(model_path), device)
     if cache is not None:
         from prvr.store.feature_cache import open_cache
@@ -178,7 +185,11 @@ def evaluate_run(model_path: Path, captions: Path, video_feats: Path, text_feats
         inputs = {**(inputs or {}), "feature_cache": cache}
     else:
         dataset = split_dataset(captions, video_feats, text_feats, cfg.model)
-    metrics = evaluate_split(model, dataset, cfg.eval, device)
+    from prvr.models import ModelInputError
+    try:
+        metrics = evaluate_split(model, dataset, cfg.eval, device)
+    except ModelInputError as err:  # features of another dimension or length than the model was trained on
+        raise PrvrError(f"{model_path} does not fit {video_feats} / {text_feats}: {err}") from None
     seed = int(saved["seed"])
     import json
     left_out = json.loads(Path(coverage).read_text())["queries_without_video"] if coverage else 0
@@ -214,14 +225,13 @@ def _analysis_inputs(model_path: Path | None, cfg: Config, annotation_file: Path
                      video_feats: Path, text_feats: Path, labels_file: Path | None):
     """(model or None, its config, its seed or None, the split's dataset, its SplitMoments); the model
     is put on the workflow config's eval.device."""
-    import torch
     from prvr.sources.annotations import read_tvr_jsonl
     from prvr.store.feature_store import FeatureStore
     from prvr.evaluation.analysis import split_moments
-    from prvr.training.trainer import model_from_saved
+    from prvr.training.model_file import model_from_saved, read_model_file
     model, seed = None, None
     if model_path is not None:
-        saved = torch.load(model_path, map_location="cpu", weights_only=False)
+        saved = read_model_file(model_path)
         model, cfg = model_from_saved(saved, str(model_path), cfg.eval.device)
         seed = int(saved["seed"])
     dataset = split_dataset(captions, video_feats, text_feats, cfg.model)

@@ -189,3 +189,35 @@ def test_video_list_refuses_overlapping_splits(tmp_path):
     files[1].write_text(files[1].read_text().replace('"v2"', '"v4"'))
     assert video_list(files, tmp_path / "videos.txt") == {"videos": 4, "listed": 4, "missing": 0}
     assert shard_video_ids(tmp_path / "videos.txt", 1, 3) == ["v4"]
+
+
+@pytest.mark.parametrize("vid", ["../escape", "a/b", "..", ".hidden", "a\\b"])
+def test_an_id_that_is_a_path_is_refused_with_one_line(tmp_path, vid):
+    """Ids become file names (features, frames, downloads): a '/' or '..' would write outside."""
+    import json
+
+    tvr = tmp_path / "tvr.jsonl"
+    tvr.write_text(json.dumps({"vid_name": vid, "duration": 10.0, "ts": [1.0, 2.0], "desc": "a man",
+                               "desc_id": 1}) + "\n")
+    with pytest.raises(AnnotationError, match=rf"{tvr}:1: video id .* is not a file name"):
+        read_tvr_jsonl(tvr)
+    sta = tmp_path / "sta.txt"
+    sta.write_text(f"{vid} 1.0 2.0##a man\n")
+    with pytest.raises(AnnotationError, match=rf"{sta}:1: video id .* is not a file name"):
+        read_charades_sta(sta)
+    captions = tmp_path / "c.caption.txt"
+    captions.write_text(f"{vid}#enc#0 a man\n")
+    with pytest.raises(AnnotationError, match=rf"{captions}:1: video id .* is not a file name"):
+        read_caption_txt(captions)
+
+
+def test_a_duplicate_key_in_one_json_row_is_an_error(tmp_path):
+    tvr = tmp_path / "tvr.jsonl"
+    tvr.write_text('{"vid_name": "v1", "duration": 10.0, "ts": [1.0, 2.0], "ts": [3.0, 4.0], '
+                   '"desc": "a man", "desc_id": 1}\n')
+    with pytest.raises(AnnotationError, match=rf"{tvr}:1: duplicate key 'ts'"):
+        read_tvr_jsonl(tvr)
+    anet = tmp_path / "val.json"
+    anet.write_text('{"v_a": {"duration": 5.0, "timestamps": [[0, 1]], "sentences": ["x"], "duration": 6.0}}')
+    with pytest.raises(AnnotationError, match="duplicate key 'duration'"):
+        read_activitynet_json(anet)

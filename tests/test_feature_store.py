@@ -133,10 +133,14 @@ def test_extract_video_corrupt_raises_or_is_skipped(tmp_path, encoder):
         assert list(f) == ["ok"] and "decord_corrupted.mp4" in f.attrs["skipped"]
 
 
-def test_extract_text_tokens_with_eot_index(tmp_path, encoder):
+def test_extract_text_tokens_with_eot_index(tmp_path, encoder, capsys):
     captions = {f"v{i}#enc#0": text for i, text in enumerate(
         ["a man flips a pancake", "a red ring moves left then stops", "dog", "a " * 100])}
     assert extract_text_features(captions, encoder, tmp_path / "t.h5") == 4
+    # the 100-word caption is cut at the context: said in the log and recorded in the file
+    assert "1 of 4 captions fill CLIP's 77-token context" in capsys.readouterr().err
+    with FeatureStore(tmp_path / "t.h5") as store:
+        assert store.attrs["captions_at_context_limit"] == 1
     expected = encode_text_tokens(encoder, list(captions.values()))
     with FeatureStore(tmp_path / "t.h5") as store:
         for caption_id, feats in zip(captions, expected):

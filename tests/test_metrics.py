@@ -247,9 +247,9 @@ def test_evaluate_stage_records_tie_rule_and_table_still_reads_it(tmp_path, monk
 
     cfg = Config(eval=EvalConfig(ties="pessimistic"))
     scores = np.array([[0.5, 0.5, 0.5, 0.2], [0.1, 0.9, 0.3, 0.2]])  # query 0: h 0, t 2; query 1: rank 1
-    monkeypatch.setattr(torch, "load", lambda path, **kw: {"seed": int(path.parent.name)})
-    import prvr.training.trainer
-    monkeypatch.setattr(prvr.training.trainer, "model_from_saved", lambda saved, source, device=None: (None, cfg))
+    import prvr.training.model_file
+    monkeypatch.setattr(prvr.training.model_file, "read_model_file", lambda path: {"seed": int(path.parent.name)})
+    monkeypatch.setattr(prvr.training.model_file, "model_from_saved", lambda saved, source, device=None: (None, cfg))
     monkeypatch.setattr(prvr.data.dataset, "PRVRDataset", FakeDataset)
     monkeypatch.setattr(evaluate, "split_scores", lambda *a, **kw: (scores, np.array([0, 1])))
     monkeypatch.setattr(prvr.provenance, "provenance", lambda cfg, seed, inputs, *a, **kw: {"seed": seed})

@@ -235,3 +235,28 @@ def test_method_rows_and_table_target(run):
     assert {"tcpl_dist", "tcpl_angle", "cbva"} <= set(log[0]["loss"])
     log = [json.loads(x) for x in (run / "results/demo/runs/full_summary/seed1/train_log.jsonl").read_text().splitlines()]
     assert {"tcpl_kl", "cbva"} <= set(log[0]["loss"])
+
+
+def test_a_replaced_or_deleted_video_is_noticed(run, tmp_path):
+    """Snakemake dates the corpus folder by the folder alone: the merge's params carry a fingerprint of
+    every listed video (name, size, modification time), so replacing or deleting one re-extracts the
+    features, and a deleted one fails extraction naming it."""
+    import shutil
+
+    videos = sorted((run / "results/demo/videos").glob("*.mp4"))
+    for video in videos[:4]:
+        shutil.copy2(video, tmp_path / video.name)  # copy2 keeps the modification time to the nanosecond
+    try:
+        shutil.copy(videos[1], videos[0])  # another video's content under video 0's name
+        replaced = snakemake(run, "-n", "results/ablation.csv").stdout
+        assert "merge_video_features" in replaced and "video_features_shard" in replaced
+        shutil.copy2(tmp_path / videos[0].name, videos[0])
+        assert "Nothing to be done" in snakemake(run, "-n", "results/ablation.csv").stdout
+        videos[3].unlink()
+        assert "merge_video_features" in snakemake(run, "-n", "results/ablation.csv").stdout
+        failed = snakemake(run, "results/demo/features/video_feats.h5", check=False)
+        assert failed.returncode != 0 and videos[3].stem in (failed.stdout + failed.stderr)
+    finally:
+        for video in videos[:4]:
+            shutil.copy2(tmp_path / video.name, video)
+    assert "Nothing to be done" in snakemake(run, "-n", "results/ablation.csv").stdout

@@ -120,13 +120,22 @@ def extract_video_features(video_paths: dict[str, Path], encoder: ClipEncoder, f
 def extract_text_features(captions: dict[str, str], encoder: ClipEncoder, out_path: str | Path) -> int:
     """Write dataset `<caption id>` = (L, D) token features, each with attribute `eot_index` = L - 1."""
     caption_ids = list(captions)
-    attrs = {**encoder.describe(), "kind": "text", "context_length": int(encoder.model.context_length)}
+    context = int(encoder.model.context_length)
+    attrs = {**encoder.describe(), "kind": "text", "context_length": context}
+    cut: list[str] = []  # captions whose tokens fill the whole context: cut there if they were longer
 
     def items() -> Iterator[tuple[str, np.ndarray]]:
         batch_size = encoder.batch_size
         for start in tqdm(range(0, len(caption_ids), batch_size), desc="text features", unit="batch"):
             batch_ids = caption_ids[start:start + batch_size]
-            yield from zip(batch_ids, encode_text_tokens(encoder, [captions[i] for i in batch_ids]))
+            for caption_id, tokens in zip(batch_ids, encode_text_tokens(encoder, [captions[i] for i in batch_ids])):
+                if tokens.shape[0] >= context:
+                    cut.append(caption_id)
+                yield caption_id, tokens
+        attrs["captions_at_context_limit"] = len(cut)  # write_features writes attrs last
+        if cut:
+            print(f"text features: {len(cut)} of {len(caption_ids)} captions fill CLIP's {context}-token context "
+                  f"and are cut there if longer (e.g. {', '.join(cut[:5])})", file=sys.stderr)
 
     return write_features(out_path, items(), attrs=attrs,
                           item_attrs=lambda _, array: {"eot_index": int(array.shape[0] - 1)})

@@ -219,14 +219,10 @@ def count_parameters(model_pt: str | Path) -> tuple[int, int]:
     """(parameters of the model model.pt holds, parameters its loss owns in training: the CBVA head),
     the model rebuilt from the checkpoint's own config; the loss's are counted on a fresh loss of
     the same config (they are not saved)."""
-    import torch
     from prvr.evaluation.evaluate import score_branches
     from prvr.losses import create_loss
-    from prvr.training.trainer import model_from_saved
-    try:
-        saved = torch.load(model_pt, map_location="cpu", weights_only=False)
-    except (FileNotFoundError, RuntimeError, EOFError) as err:
-        raise PrvrError(f"{model_pt}: cannot read the checkpoint ({type(err).__name__})") from None
+    from prvr.training.model_file import model_from_saved, read_model_file
+    saved = read_model_file(model_pt)
     model, cfg = model_from_saved(saved, str(model_pt), "cpu")
     loss = create_loss(cfg.loss, hidden=cfg.model.hidden, model_name=cfg.model.name, branches=score_branches(model))
     return sum(p.numel() for p in model.parameters()), sum(p.numel() for p in loss.parameters())

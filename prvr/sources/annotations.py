@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prvr.errors import AnnotationError
-from prvr.store.splits import caption_id, fail, read_text_file, text_lines
+from prvr.store.splits import caption_id, check_video_id, fail, read_text_file, text_lines
 
 END_TOLERANCE_S = 0.1  # how far (seconds) an end may pass the video's duration
 SPAN_POLICIES = ("error", "fix", "keep")
@@ -80,10 +80,19 @@ def _span(start: float, end: float, duration: float | None, policy: str, where: 
     return start, end
 
 
+class _DuplicateKey(ValueError):
+    """A key given twice in one JSON object (json.loads would keep the last value without a word)."""
+
+
+def _unique_keys(pairs: list) -> dict:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _DuplicateKey(next(k for k in keys if keys.count(k) > 1))
+    return dict(pairs)
+
+
 def _check_vid(vid, where: str) -> None:
-    # caption ids are "<vid>#enc#<k>" separated from the caption by a space
-    if not isinstance(vid, str) or not vid or "#" in vid or any(c.isspace() for c in vid):
-        fail(where, f"video id must be a non-empty string without '#' or spaces, got {vid!r}"[:200])
+    check_video_id(vid, where)  # ids become file names: never a path
 
 
 def _check_policy(bad_spans: str) -> None:
@@ -98,9 +107,11 @@ def read_tvr_jsonl(path: str | Path, bad_spans: str = "error") -> list[Query]:
     for line, text in text_lines(path):
         where = f"{path}:{line}"
         try:
-            row = json.loads(text)
+            row = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as err:
             fail(where, f"malformed JSON ({err.msg} at column {err.colno})")
+        except _DuplicateKey as err:
+            fail(where, f"duplicate key {err.args[0]!r} in one object (JSON keeps the last value silently)")
         if not isinstance(row, dict):
             fail(where, "expected a JSON object")
         for name in ("vid_name", "duration", "ts", "desc", "desc_id"):
@@ -132,9 +143,11 @@ def read_activitynet_json(path: str | Path, bad_spans: str = "error") -> list[Qu
     path = Path(path)
     _check_policy(bad_spans)
     try:
-        data = json.loads(read_text_file(path))
+        data = json.loads(read_text_file(path), object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as err:
         fail(f"{path}:{err.lineno}", f"malformed JSON ({err.msg} at column {err.colno})")
+    except _DuplicateKey as err:
+        fail(str(path), f"duplicate key {err.args[0]!r} in one object (JSON keeps the last value silently)")
     if not isinstance(data, dict):
         fail(str(path), "expected a JSON object mapping video ids to annotations")
     queries = []

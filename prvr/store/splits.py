@@ -40,6 +40,17 @@ def text_lines(path: Path) -> Iterator[tuple[int, str]]:
             yield number, line
 
 
+def check_video_id(vid, where: str) -> None:
+    """A video id is a file name, never a path: non-empty, no '#' or whitespace (caption ids are
+    "<vid>#enc#<k>" followed by a space), no '/' or '\\', not '.', '..' or hidden (a leading '.'), no NUL;
+    else the one-line AnnotationError at `where`."""
+    if not isinstance(vid, str) or not vid or "#" in vid or any(c.isspace() for c in vid):
+        fail(where, f"video id must be a non-empty string without '#' or spaces, got {vid!r}"[:200])
+    if "/" in vid or "\\" in vid or "\0" in vid or vid.startswith("."):
+        fail(where, f"video id {vid!r} is not a file name (ids become file names: no '/', '\\', NUL "
+                    "or leading '.')"[:200])
+
+
 def caption_id(vid: str, k: int) -> str:
     return f"{vid}#enc#{k}"
 
@@ -66,6 +77,7 @@ def read_caption_txt(path: str | Path) -> list[tuple[str, str]]:
         vid, sep, k = cap_id.partition("#enc#")
         if not sep or not vid or not k.isdigit():
             fail(where, f"caption id must look like '<video>#enc#<k>', got {cap_id!r}"[:200])
+        check_video_id(vid, where)
         if not caption.strip():
             fail(where, f"empty caption for {cap_id!r}")
         if cap_id in seen:

@@ -42,6 +42,7 @@ from prvr.models.attention import enable_activation_checkpointing
 from prvr.provenance import sha256_file, source_hash
 from prvr.training.checkpoint import (CheckpointError, load_checkpoint, rng_state, save_checkpoint,
                                       set_aside, set_rng_state)
+from prvr.training.model_file import model_from_saved, read_model_file
 from prvr.training.optim import clips_inside, create_optimizer, create_scheduler
 
 
@@ -220,15 +221,4 @@ def load_trained(model_path: str | Path, device: str | None = None):
 
     device: where to put it; default the device the model was trained with (config train.device).
     """
-    saved = torch.load(model_path, map_location="cpu", weights_only=False)
-    return model_from_saved(saved, str(model_path), device)
-
-
-def model_from_saved(saved: dict, source: str, device: str | None = None):
-    """Model and config from a loaded model.pt dict; `source` names the file in config errors."""
-    from prvr.config import from_dict
-    cfg = from_dict(saved["config"], source)
-    model = create_model(cfg.model).to(device or cfg.train.device)
-    model.load_state_dict(saved["model"])
-    model.eval()
-    return model, cfg
+    return model_from_saved(read_model_file(model_path), str(model_path), device)

@@ -60,3 +60,33 @@ def frame_folders(frames_dir: str | Path, vids: list[str]) -> dict[str, Path]:
         raise VideoFileError(f"{frames_dir}: no frame folder for id {missing[0]!r} (expected {missing[0]}/; "
                              f"{len(missing)} of {len(vids)} ids missing)")
     return {vid: folders[vid] for vid in vids}
+
+
+def sources_fingerprint(videos_dir: str | Path, vids: list[str], folders: bool = False) -> str:
+    """A hash of what each id's source is now: its file's name, size and modification time (with
+    `folders`, its frame folder's modification time, which moves when an image is added, removed or
+    renamed; one stat per video, not one per image), or "missing". A replaced, touched or deleted
+    video changes it, so the workflow re-extracts the features (Snakemake dates a folder input by the
+    folder alone); a missing one then fails extraction with the one-line error naming it."""
+    import hashlib
+    index = {} if folders else _index_or_empty(videos_dir)
+    digest = hashlib.sha256()
+    for vid in vids:
+        paths = [Path(videos_dir) / vid] if folders else sorted(index.get(vid, []))
+        digest.update(f"{vid}\0".encode())
+        for path in paths:
+            try:
+                stat = os.stat(path)
+                digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}\0".encode())
+            except OSError:
+                paths = []
+        if not paths:
+            digest.update(b"missing\0")
+    return digest.hexdigest()[:16]
+
+
+def _index_or_empty(videos_dir: str | Path) -> dict[str, list[Path]]:
+    try:
+        return index_folder(videos_dir)
+    except VideoFileError:
+        return {}  # the folder itself is missing: every id fingerprints as "missing"

@@ -97,6 +97,15 @@ def video_source(wildcards):
     return {"videos": CFG.data.video_dir}  # directory or frame_folders: supplied by the user
 
 
+def video_sources(wildcards):
+    """Every listed video's source as it is now (names, sizes, modification times), hashed: a params
+    value of the merge, so Snakemake re-extracts the features when a video was replaced or deleted
+    (it dates a folder input by the folder alone; the shards are temp, so all of them rerun)."""
+    from prvr.stages import sources_fingerprint_of_list
+    videos_dir = Path(video_source(wildcards).get("videos", CFG.data.video_dir))
+    return sources_fingerprint_of_list(CFG, videos_dir, Path(checkpoints.video_list.get().output[0]))
+
+
 def video_shards(wildcards):
     """The shards of the video list (known once the video_list checkpoint has run)."""
     with open(checkpoints.video_list.get().output[0]) as listing:

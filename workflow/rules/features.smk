@@ -34,6 +34,8 @@ if not RELEASED:
             video_shards,
         output:
             f"{DATA}/features/video_feats.h5",
+        params:
+            sources=video_sources,
         log:
             "logs/merge_video_features.log",
         conda:
