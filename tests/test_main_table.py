@@ -186,7 +186,7 @@ def test_count_parameters_from_a_checkpoint(tmp_path):
     torch.save({"model": model.state_dict(), "config": to_dict(cfg), "seed": 1}, tmp_path / "model.pt")
     n_model, n_loss = count_parameters(tmp_path / "model.pt")
     assert n_model == sum(p.numel() for p in model.parameters()) and n_loss == 8 * 8 + 8
-    with pytest.raises(PrvrError, match="missing.pt: cannot read the checkpoint"):
+    with pytest.raises(PrvrError, match="missing.pt: model file not found"):
         count_parameters(tmp_path / "missing.pt")
 
 
