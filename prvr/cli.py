@@ -14,6 +14,7 @@
     prvr collapse --model run/model.pt --data results/demo --split test --out run/collapse.json
     prvr tsne --model run/model.pt --data results/demo --split test --out results/figures/tsne.png
     (collapse / tsne without --model: the CLIP input features, the untrained reference)
+    prvr clean-stale --results results [--dry-run]   (remove set-aside checkpoints.stale-N folders)
 
 Errors from bad input print one line (`prvr: error: ...`) and exit with status 1.
 """
@@ -117,6 +118,19 @@ def _cmd_table(a):
     write_table(ablation_table(files), Path(a.out), sources=files)
 
 
+def _cmd_clean_stale(a):
+    import shutil
+    from prvr.training.checkpoint import stale_folders
+    found = stale_folders(Path(a.results))
+    for folder, size in found:
+        reason = (folder / "STALE.txt").read_text().strip().splitlines()[0][:120]
+        print(f"{'would remove' if a.dry_run else 'removing'} {folder} ({size / 1e6:.1f} MB): {reason}")
+        if not a.dry_run:
+            shutil.rmtree(folder)
+    print(f"{len(found)} stale checkpoint folder(s), {sum(s for _, s in found) / 1e6:.1f} MB"
+          f"{' (nothing removed: --dry-run)' if a.dry_run else ' removed'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prvr", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("tsne", _cmd_tsne, *analysis)
     add("table", _cmd_table, out, (("--row",), {"nargs": "+", "action": "append", "required": True,
                                                 "metavar": ("NAME", "METRICS_JSON")}))
+    add("clean-stale", _cmd_clean_stale, (("--results",), {"default": "results"}),
+        (("--dry-run",), {"action": "store_true", "help": "list them, remove nothing"}))
     return parser
 
 

@@ -88,3 +88,19 @@ def test_features_of_another_dimension_name_the_model_and_the_files(tmp_path):
     model = _model_pt(tmp_path)  # input_dim 64, the default
     with pytest.raises(PrvrError, match=rf"^{model} does not fit {tmp_path / 'video.h5'} / {tmp_path / 'text.h5'}: "):
         evaluate_run(model, tmp_path / "split.txt", tmp_path / "video.h5", tmp_path / "text.h5", tmp_path / "m.json")
+
+
+def test_clean_stale_lists_then_removes_only_set_aside_checkpoints(tmp_path, capsys):
+    from prvr.training.checkpoint import set_aside
+
+    run = tmp_path / "results/demo/runs/baseline/seed1"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints/last.pt").write_bytes(b"x" * 1000)
+    stale = set_aside(run / "checkpoints", "made by other inputs: video_feats sha256 changed")
+    (run / "checkpoints").mkdir()  # the live one, kept
+    (run / "checkpoints.stale-x").mkdir()  # no STALE.txt: not ours, kept
+    assert cli.main(["clean-stale", "--results", str(tmp_path / "results"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"would remove {stale}" in out and "video_feats sha256 changed" in out and stale.exists()
+    assert cli.main(["clean-stale", "--results", str(tmp_path / "results")]) == 0
+    assert not stale.exists() and (run / "checkpoints").exists() and (run / "checkpoints.stale-x").exists()

@@ -81,3 +81,13 @@ def set_aside(ckpt_dir: Path, reason: str) -> Path:
     ckpt_dir.rename(dest)
     (dest / "STALE.txt").write_text(reason + "\n")
     return dest
+
+
+def stale_folders(root: Path) -> list[tuple[Path, int]]:
+    """(folder, bytes) of every set-aside checkpoint folder (checkpoints.stale-<n>, with its STALE.txt)
+    under `root`. They are kept until removed: hundreds of MB each at the TVR size."""
+    found = []
+    for folder in sorted(Path(root).rglob("checkpoints.stale-*")):
+        if folder.is_dir() and (folder / "STALE.txt").is_file():
+            found.append((folder, sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())))
+    return found
