@@ -15,6 +15,7 @@
     prvr tsne --model run/model.pt --data results/demo --split test --out results/figures/tsne.png
     (collapse / tsne without --model: the CLIP input features, the untrained reference)
     prvr clean-stale --results results [--dry-run]   (remove set-aside checkpoints.stale-N folders)
+    prvr check-config [--configfile my.yaml ...] [key=value ...]   (the workflow's checks, without Snakemake)
 
 Errors from bad input print one line (`prvr: error: ...`) and exit with status 1.
 """
@@ -26,6 +27,22 @@ from pathlib import Path
 
 from prvr.config import load_config
 from prvr.errors import PrvrError
+
+
+def _cmd_check_config(a):
+    """Snakemake reads each --configfile itself before prvr's checks run, and its YAML error does not
+    name the file; this runs the same sources through prvr's reader and checks, one line on error."""
+    from prvr.config_sources import Layer, check_workflow_config
+    repo = Path(__file__).resolve().parents[1]
+    from snakemake.cli import parse_config  # the --config values exactly as Snakemake reads them
+    try:
+        pairs = parse_config(a.pairs)
+    except ValueError as err:
+        raise PrvrError(f"--config: {err}") from None
+    layers = [Layer.file(repo / "config" / "config.yaml"), *map(Layer.file, a.configfile),
+              Layer("--config", pairs, text=True)]
+    cfg, rows = check_workflow_config(layers, repo)
+    print(f"config ok: dataset {cfg.dataset}, {len(rows)} trained rows, seeds {list(cfg.seeds)}")
 
 
 def _cmd_corpus(a):
@@ -165,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("tsne", _cmd_tsne, *analysis)
     add("table", _cmd_table, out, (("--row",), {"nargs": "+", "action": "append", "required": True,
                                                 "metavar": ("NAME", "METRICS_JSON")}))
+    add("check-config", _cmd_check_config, (("--configfile",), {"action": "append", "default": [], "metavar": "FILE",
+                                                            "help": "a --configfile of the run (repeat for several)"}),
+        (("pairs",), {"nargs": "*", "metavar": "KEY=VALUE", "help": "as Snakemake's --config pairs"}))
     add("clean-stale", _cmd_clean_stale, (("--results",), {"default": "results"}),
         (("--dry-run",), {"action": "store_true", "help": "list them, remove nothing"}))
     return parser

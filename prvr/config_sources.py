@@ -146,3 +146,20 @@ def check_ablations(cfg: Config, ablation_dir: Path, names=None, key: str = "abl
             raise ConfigError(f"{path}: no such ablation file (config {key!r} names {name!r})", key)
         out[name] = ablation_config(cfg, path)
     return out
+
+
+REFERENCE = "clip_input"  # the untrained reference row and figure: CLIP input features, no model
+
+
+def check_workflow_config(layers: list[Layer], repo: Path) -> tuple[Config, dict[str, Config]]:
+    """What the workflow checks when Snakemake starts (and `prvr check-config` without it): the
+    merged config of `layers` and the config of every row it trains (ablations, then main_table)."""
+    cfg = resolve_layers(layers, dataset_dir=Path(repo) / "config" / "datasets")
+    for key in ("ablations", "main_table"):
+        if REFERENCE in getattr(cfg, key):
+            raise ConfigError(f"config {key}: {REFERENCE!r} is reserved for the untrained reference row", key)
+    ablation_dir = Path(repo) / "config" / "ablations"
+    rows = check_ablations(cfg, ablation_dir)  # name -> that row's full config
+    # the main table's rows are trained like ablation rows: checked now too
+    rows.update(check_ablations(cfg, ablation_dir, [n for n in cfg.main_table if n not in rows], key="main_table"))
+    return cfg, rows

@@ -23,3 +23,8 @@ class ConfigError(PrvrError, ValueError):
 
 class AnnotationError(PrvrError, ValueError):
     """An annotation file is missing or malformed; the message names the file and the line."""
+
+
+class WriteError(PrvrError, OSError):
+    """The file system refused an output (disk full, quota, read-only or immutable folder); the
+    message names the file and the reason."""

@@ -85,7 +85,8 @@ def code_version() -> dict:
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")  # what changes rounding
 
 
-def _cpu_info() -> tuple[str, list[str]]:
+@functools.lru_cache(maxsize=1)
+def _cpu_info() -> tuple[str, tuple[str, ...]]:
     """(CPU model, the ISA_FLAGS it has) from /proc/cpuinfo; elsewhere platform's name and no flags."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
@@ -93,7 +94,7 @@ def _cpu_info() -> tuple[str, list[str]]:
         lines = []
     model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), None)
     flags = next((set(ln.split(":", 1)[1].split()) for ln in lines if ln.startswith("flags")), set())
-    return model or platform.processor() or platform.machine(), [f for f in ISA_FLAGS if f in flags]
+    return model or platform.processor() or platform.machine(), tuple(f for f in ISA_FLAGS if f in flags)
 
 
 @functools.lru_cache(maxsize=1)
@@ -113,7 +114,7 @@ def machine() -> dict:
     import torch
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     model, flags = _cpu_info()
-    return {"cpu": model, "cpu_flags": flags, "cpu_cores": os.cpu_count(),
+    return {"cpu": model, "cpu_flags": list(flags), "cpu_cores": os.cpu_count(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "platform": platform.platform(), "torch": torch.__version__, **_build(),
             "cuda": torch.version.cuda, "gpu": gpu, "torch_threads": torch.get_num_threads()}

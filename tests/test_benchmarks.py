@@ -119,3 +119,29 @@ def test_dataset_configs_select_the_papers_settings(name, source):
     assert cfg.loss.margin == (0.1 if name == "tvr" else 0.2) and cfg.train.batch_size == 128
     with pytest.raises(Exception, match=r"data.video_dir: data.videos 'directory' needs data.video_dir"):
         merge(cfg, {"data": {"videos": "directory", "video_dir": None}})
+
+
+@pytest.mark.parametrize("train_videos, test_videos, missing, message", [
+    (0, 3, [], "the train split has 0 video(s); training needs at least 2"),
+    (1, 3, [], "the train split has 1 video(s); training needs at least 2"),
+    (3, 3, ["t0", "t1"], "the train split has 1 video(s) (2 more could not be fetched); training needs at least 2"),
+    (3, 2, ["e0", "e1"], "the test split has 0 video(s) (2 more could not be fetched); an evaluation needs at least 1"),
+])
+def test_a_split_too_small_to_train_or_test_stops_the_video_list(tmp_path, train_videos, test_videos, missing,
+                                                                message):
+    """Before any video is decoded (every feature shard waits for videos.txt), not at training."""
+    def table(name, prefix, n):
+        rows = [{"vid_name": f"{prefix}{i}", "duration": 10, "ts": [1, 2], "desc": "a person", "desc_id": i}
+                for i in range(n)]
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return path
+    files = [table("train", "t", train_videos), table("val", "v", 0), table("test", "e", test_videos)]
+    tsv = tmp_path / "missing.tsv"
+    tsv.write_text("video_id\treason\n" + "".join(f"{v}\tgone\n" for v in missing))
+    with pytest.raises(AnnotationError) as info:
+        video_list(files, tmp_path / "videos.txt", tsv if missing else None)
+    split = "train" if "train split" in message else "test"
+    assert str(info.value) == f"{tmp_path / split}.jsonl: {message}"
+    assert not (tmp_path / "videos.txt").exists()
+    video_list([table("train", "t", 2), files[1], table("test", "e", 1)], tmp_path / "videos.txt")  # the fewest

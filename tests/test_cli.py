@@ -58,3 +58,28 @@ def test_features_without_weights_is_one_line_error(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "clip.model 'prvr-tiny-clip': no weights" in lines[0]
     assert not (tmp_path / "t.h5").exists()
+
+
+def test_check_config_names_the_yaml_file_snakemake_does_not(tmp_path):
+    """Snakemake parses a --configfile before the workflow's checks and its YAML error names no file;
+    `prvr check-config` reads the same sources and names the file and the line."""
+    bad = tmp_path / "my.yaml"
+    bad.write_text("train:\n  epochs: [1\n")
+    proc = prvr("check-config", "--configfile", bad)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"prvr: error: {bad}: invalid YAML at line 3"
+
+
+def test_check_config_reads_pairs_and_files_as_the_workflow_does(tmp_path):
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("seeds: [4, 5]\n")
+    second.write_text("ablations: [baseline, tcpl]\n")
+    proc = prvr("check-config", "--configfile", first, "--configfile", second, "dataset=charades")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().startswith("config ok: dataset charades, ") and "seeds [4, 5]" in proc.stdout
+    proc = prvr("check-config", "--configfile", first, 'train={"epochs": 0}')
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "prvr: error: --config: train.epochs: must be >= 1, got 0"
+    second.write_text("ablations: [no_such_row]\n")
+    proc = prvr("check-config", "--configfile", second)
+    assert proc.returncode == 1 and "no_such_row.yaml: no such ablation file" in proc.stderr

@@ -182,6 +182,19 @@ def test_corrupt_empty_and_text_files(tmp_path, backend):
     _one_line_error(text, backend, "cannot open video")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("suffix, demuxer", [(".png", "png_pipe"), (".jpg", "jpeg_pipe"), (".gif", "gif")])
+def test_an_image_renamed_mp4_is_refused_by_every_backend(tmp_path, backend, suffix, demuxer):
+    """PyAV once decoded a picture called .mp4 as a one-frame video while decord refused it."""
+    from PIL import Image
+    image = tmp_path / f"still{suffix}"
+    Image.fromarray(np.full((32, 48, 3), 90, np.uint8)).save(image)
+    renamed = tmp_path / "still.mp4"
+    image.rename(renamed)
+    message = _one_line_error(renamed, backend, "not a video")
+    assert message == f"{renamed}: an image file ({demuxer}), not a video"
+
+
 @pytest.fixture(scope="module")
 def rotated_video(tmp_path_factory):
     """64x32 coded frames with a white stripe on the left, and a display matrix turning them 90

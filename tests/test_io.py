@@ -1,9 +1,13 @@
 """prvr.io.atomic_path: whole-or-nothing files, no temp file left on error, normal file modes."""
+import errno
 import os
+import shutil
 import stat
+import subprocess
 
 import pytest
 
+from prvr.errors import PrvrError, WriteError
 from prvr.io import TEMP_SUFFIX, _umask, atomic_path, write_json, write_text
 
 
@@ -65,3 +69,72 @@ def test_success_leaves_only_the_target(tmp_path):
     write_text(tmp_path / "d" / "x.txt", "new")
     assert [p.name for p in (tmp_path / "d").iterdir()] == ["x.txt"]
     assert (tmp_path / "d" / "x.txt").read_text() == "new"
+
+
+class FillingDisk:
+    """A file object that takes `room` bytes and then fails as a full disk does (ENOSPC)."""
+
+    def __init__(self, fh, room):
+        self.fh, self.room = fh, room
+
+    def write(self, data):
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.fh.write(data)
+
+    def flush(self):
+        self.fh.flush()
+
+
+@pytest.mark.parametrize("room", [0, 300])
+def test_a_full_disk_under_torch_save_is_one_line_naming_the_file(tmp_path, room):
+    """torch.save turns the ENOSPC into a RuntimeError ("unexpected pos"); the error still says why."""
+    import torch
+    (tmp_path / "out.pt").write_bytes(b"old")
+    with pytest.raises(WriteError) as info:
+        with atomic_path(tmp_path / "out.pt") as tmp, open(tmp, "wb") as fh:
+            torch.save({"w": torch.zeros(1000)}, FillingDisk(fh, room))
+    assert str(info.value) == f"{tmp_path / 'out.pt'}: cannot write (No space left on device)"
+    assert isinstance(info.value, PrvrError)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.pt"]
+    assert (tmp_path / "out.pt").read_bytes() == b"old"
+
+
+def test_an_error_reading_an_input_inside_the_block_is_not_called_a_write_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        with atomic_path(tmp_path / "out.txt") as tmp:
+            tmp.write_text((tmp_path / "missing_input.txt").read_text())
+    with pytest.raises(PermissionError) as info:
+        with atomic_path(tmp_path / "out.txt"):
+            raise PermissionError(errno.EACCES, "Permission denied", "/elsewhere/input.h5")
+    assert not isinstance(info.value, WriteError)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _chattr(flag, path):
+    return shutil.which("chattr") and subprocess.run(["chattr", flag, str(path)], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chattr +i needs root")
+def test_a_folder_made_immutable_during_the_write_names_the_temp_file_left_behind(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    if not _chattr("+i", folder):
+        pytest.skip("this file system does not take chattr +i")
+    _chattr("-i", folder)
+    left = []
+    try:
+        with pytest.raises(WriteError) as info:
+            with atomic_path(folder / "model.pt") as tmp:
+                tmp.write_bytes(b"weights")
+                left.append(tmp)
+                _chattr("+i", folder)  # the rename and the clean-up are refused from here on
+        message = str(info.value)
+        assert message == (f"{folder / 'model.pt'}: cannot write (Operation not permitted); the unfinished "
+                           f"{left[0]} could not be removed either: delete it")
+        with pytest.raises(WriteError, match=r"run/x\.json: cannot write \(Operation not permitted\)$"):
+            write_json(folder / "x.json", {})
+    finally:
+        _chattr("-i", folder)
+    assert [p.name for p in folder.iterdir()] == [left[0].name]

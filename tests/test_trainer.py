@@ -146,3 +146,15 @@ def test_evaluation_runs_on_the_asked_device_not_the_training_one(tmp_path, data
     record = evaluate_run(tmp_path / "gpu_model.pt", data.val_captions, data.video_feats, data.text_feats,
                           tmp_path / "metrics.json", split="val")
     assert 0 < record["metrics"]["SumR"] <= 400
+
+
+def test_a_train_split_of_one_video_is_refused_naming_the_file(tmp_path, data):
+    """One video has no other to be contrasted with: it once trained without a word."""
+    from prvr.errors import AnnotationError
+    one = tmp_path / "train.txt"
+    one.write_text("".join(data.train_captions.read_text().splitlines(True)[:2]))  # train0's two captions
+    small = TrainData(one, data.val_captions, data.video_feats, data.text_feats)
+    with pytest.raises(AnnotationError) as info:
+        train(_cfg(), 1, small, tmp_path / "run")
+    assert str(info.value).startswith(f"{one}: the train split has 1 video(s); training needs at least 2")
+    assert not (tmp_path / "run/model.pt").exists()

@@ -91,10 +91,6 @@ def _unique_keys(pairs: list) -> dict:
     return dict(pairs)
 
 
-def _check_vid(vid, where: str) -> None:
-    check_video_id(vid, where)  # ids become file names: never a path
-
-
 def _check_policy(bad_spans: str) -> None:
     if bad_spans not in SPAN_POLICIES:
         raise AnnotationError(f"bad_spans must be one of {', '.join(SPAN_POLICIES)}, got {bad_spans!r}")
@@ -118,7 +114,7 @@ def read_tvr_jsonl(path: str | Path, bad_spans: str = "error") -> list[Query]:
             if name not in row:
                 fail(where, f"missing field {name!r}")
         vid, ts, desc_id = row["vid_name"], row["ts"], row["desc_id"]
-        _check_vid(vid, where)
+        check_video_id(vid, where)
         if not isinstance(ts, list) or len(ts) != 2:
             fail(where, f"ts must be [start, end], got {ts!r}"[:200])
         if isinstance(desc_id, bool) or not isinstance(desc_id, int):
@@ -153,7 +149,7 @@ def read_activitynet_json(path: str | Path, bad_spans: str = "error") -> list[Qu
     queries = []
     for vid, entry in data.items():
         where = f"{path}: video {vid!r}"
-        _check_vid(vid, where)
+        check_video_id(vid, where)
         if not isinstance(entry, dict):
             fail(where, "expected an object")
         for name in ("duration", "timestamps", "sentences"):
@@ -189,7 +185,7 @@ def read_charades_sta(path: str | Path, durations: Mapping[str, float] | None = 
         if not sep or len(fields) != 3:
             fail(where, "expected 'VIDEO_ID START END##SENTENCE'")
         vid = fields[0]
-        _check_vid(vid, where)
+        check_video_id(vid, where)
         try:
             start, end = float(fields[1]), float(fields[2])
         except ValueError:

@@ -114,8 +114,27 @@ def write_video_list(annotation_files, out: Path, missing: set[str] = frozenset(
     check_disjoint_splits(split_videos)
     videos = sorted({v for vids in split_videos.values() for v in vids})
     kept = [v for v in videos if v not in missing]
+    for path, vids in split_videos.items():  # here, before any video is decoded, not at training
+        check_split_size(Path(path), {v for v in vids if v not in missing}, len(set(vids) & set(missing)))
     write_text(out, "".join(v + "\n" for v in kept))
     return {"videos": len(videos), "listed": len(kept), "missing": len(videos) - len(kept)}
+
+
+# the fewest videos a split file (by its name) needs: training contrasts a video with the others of
+# its batch, so one video teaches nothing; the test needs one query (val is empty under the
+# reported_split selection, which selects on test as the authors' code does)
+MIN_SPLIT_VIDEOS = {"train": 2, "test": 1}
+
+
+def check_split_size(path: Path, videos: set[str], left_out: int = 0) -> None:
+    """A one-line AnnotationError when the split file `path` (train/val/test.jsonl) has too few videos
+    with a file, e.g. an empty train.jsonl or every test video missing."""
+    split = Path(path).name.split(".", 1)[0]
+    need = MIN_SPLIT_VIDEOS.get(split, 0)
+    if len(videos) < need:
+        gone = f" ({left_out} more could not be fetched)" if left_out else ""
+        raise AnnotationError(f"{path}: the {split} split has {len(videos)} video(s){gone}; "
+                              f"{'training' if split == 'train' else 'an evaluation'} needs at least {need}")
 
 
 def read_video_list(path: str | Path) -> list[str]:

@@ -31,7 +31,7 @@ def read_model_file(path: str | Path) -> dict:
             ImportError, IndexError, KeyError, TypeError, OSError) as err:
         why = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
         raise PrvrError(f"{path}: not a readable model file (truncated, empty or not a torch file: {why})") from None
-    if isinstance(saved, dict) and "optimizer" in saved and "config" not in saved:
+    if isinstance(saved, dict) and "config" not in saved and ("optimizer" in saved or "epoch" in saved):
         raise PrvrError(f"{path}: a training checkpoint (checkpoints/last.pt or best.pt), not a model file; "
                         "give the run's model.pt")
     missing = [key for key in MODEL_KEYS if not isinstance(saved, dict) or key not in saved]

@@ -33,7 +33,7 @@ from prvr.config import Config, to_dict, training_settings
 from prvr.store.splits import check_disjoint_splits
 from prvr.data.dataset import PRVRDataset, collate_videos
 from prvr.store.feature_cache import open_cache
-from prvr.errors import ConfigError
+from prvr.errors import AnnotationError, ConfigError
 from prvr.evaluation.evaluate import evaluate_split, score_branches
 from prvr.io import write_text
 from prvr.losses import create_loss
@@ -142,6 +142,9 @@ def train(cfg: Config, seed: int, data: TrainData, out_dir: str | Path) -> dict:
     train_set, val_set = _splits(cfg, data)
     check_disjoint_splits({str(data.train_captions): train_set.index.videos,
                            str(data.val_captions): val_set.index.videos})  # selection on trained videos
+    if len(train_set.index.videos) < 2:  # the workflow refuses this before extraction (video_list)
+        raise AnnotationError(f"{data.train_captions}: the train split has {len(train_set.index.videos)} "
+                              "video(s); training needs at least 2 (each video is contrasted with the others)")
     for name, split in (("train", train_set), ("val", val_set)):
         if split.truncated_captions:
             print(f"{name}: {split.truncated_captions} captions cut to max_query_len={cfg.model.max_query_len} tokens")

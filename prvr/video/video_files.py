@@ -8,6 +8,7 @@ regular files count (a folder named `x.mp4` is not a video), and two files for o
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -68,21 +69,22 @@ def sources_fingerprint(videos_dir: str | Path, vids: list[str], folders: bool =
     renamed; one stat per video, not one per image), or "missing". A replaced, touched or deleted
     video changes it, so the workflow re-extracts the features (Snakemake dates a folder input by the
     folder alone); a missing one then fails extraction with the one-line error naming it."""
-    import hashlib
     index = {} if folders else _index_or_empty(videos_dir)
     digest = hashlib.sha256()
     for vid in vids:
         paths = [Path(videos_dir) / vid] if folders else sorted(index.get(vid, []))
-        digest.update(f"{vid}\0".encode())
-        for path in paths:
-            try:
-                stat = os.stat(path)
-                digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}\0".encode())
-            except OSError:
-                paths = []
-        if not paths:
-            digest.update(b"missing\0")
+        stamps = [stamp for stamp in map(_stamp, paths) if stamp]
+        digest.update(f"{vid}\0{'|'.join(stamps) or 'missing'}\0".encode())
     return digest.hexdigest()[:16]
+
+
+def _stamp(path: Path) -> str | None:
+    """name:size:mtime_ns of a file or folder, None when it is gone."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def _index_or_empty(videos_dir: str | Path) -> dict[str, list[Path]]:

@@ -1,5 +1,6 @@
 # Config validation and input functions shared by the rules; no rules here.
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -7,11 +8,18 @@ REPO = Path(workflow.current_basedir).parents[1]
 sys.path.insert(0, str(REPO))  # prvr importable without installing it (conda envs)
 from prvr.config import to_dict, training_settings  # noqa: E402
 from prvr.config_data import RELEASED_SOURCES  # noqa: E402
-from prvr.config_sources import Layer, check_ablations, resolve_layers  # noqa: E402
+from prvr.config_sources import REFERENCE, Layer, check_ablations, check_workflow_config  # noqa: E402
 from prvr.errors import PrvrError  # noqa: E402
 
-ABLATION_DIR = REPO / "config" / "ablations"
-REFERENCE = "clip_input"  # the untrained reference row and figure: CLIP input features, no model
+
+def checkout_path(*parts):
+    """A file of the checkout as a job input, relative to the working directory: moving or copying a
+    checkout with its results then keeps each job's set of inputs (absolute paths would change it and
+    rerun every training)."""
+    return Path(os.path.relpath(REPO.joinpath(*parts)))
+
+
+ABLATION_DIR = checkout_path("config", "ablations")
 
 
 def config_layers():
@@ -25,14 +33,7 @@ def config_layers():
 # One validation for every source (prvr.config_sources): a bad value stops here with one line naming
 # the file (or --config) and the key; the typed, complete config replaces Snakemake's dict.
 try:
-    CFG = resolve_layers(config_layers(), dataset_dir=REPO / "config" / "datasets")
-    for key in ("ablations", "main_table"):
-        if REFERENCE in getattr(CFG, key):
-            raise PrvrError(f"config {key}: {REFERENCE!r} is reserved for the untrained reference row")
-    ABLATIONS = check_ablations(CFG, ABLATION_DIR)  # name -> that row's full config
-    # the main table's rows are trained like ablation rows: checked now too
-    ABLATIONS.update(check_ablations(CFG, ABLATION_DIR, [n for n in CFG.main_table if n not in ABLATIONS],
-                                     key="main_table"))
+    CFG, ABLATIONS = check_workflow_config(config_layers(), REPO)  # ABLATIONS: every trained row's config
 except PrvrError as err:
     sys.exit(f"prvr config error: {err}")
 config.clear()
@@ -40,7 +41,7 @@ config.update(to_dict(CFG))
 
 DATA = f"results/{config['dataset']}"
 TRAINED = list(dict.fromkeys([*CFG.ablations, *CFG.main_table]))  # every configuration the DAG trains
-REPORTED = REPO / "config" / "reported.yaml"  # the main table's reported numbers and their sources
+REPORTED = checkout_path("config", "reported.yaml")  # the main table's reported numbers and their sources
 # The paper's t-SNE figure sets the first MSC model (gmmformer_v2*) of main_table, the baseline, beside
 # the last, the full method; fewer than two MSC rows: no such figure.
 MSC_ROWS = [n for n in CFG.main_table if ABLATIONS[n].model.name.startswith("gmmformer_v2")]

@@ -26,7 +26,7 @@ def _open(path: Path, width: int = -1, height: int = -1):
     try:
         return decord.VideoReader(str(path), ctx=decord.cpu(0), width=width, height=height)
     except (decord.DECORDError, RuntimeError) as err:
-        reason = _no_video_reason(path)  # decord says "cannot find video stream ... -1"
+        reason = _no_video_reason(path)  # decord: "cannot find video stream" or "broken metadata"
         raise VideoDecodeError(f"{path}: {reason or f'cannot open video ({one_line(err)})'}") from None
 
 

@@ -8,7 +8,8 @@ default: measured on tests/data/videos it keeps the two backends within ~0.4 gre
 
 Display rotation (a phone video's display matrix): decord returns frames as FFmpeg shows them, turned
 upright, while PyAV hands out the coded picture; so the probe reports the displayed size and each
-picked frame is turned by its `rotation` (counter-clockwise degrees), as decord's are.
+picked frame is resized as coded and then turned by its own `rotation` (counter-clockwise degrees),
+as decord's are (resizing the short side commutes with the quarter turn).
 """
 from __future__ import annotations
 
@@ -31,9 +32,27 @@ def _reason(err: BaseException) -> str:
 def _open(path: Path):
     check_video_file(path)
     try:
-        return av.open(str(path))
+        container = av.open(str(path))
     except (av.FFmpegError, OSError, ValueError) as err:
         raise VideoDecodeError(f"{path}: cannot open video ({_reason(err)})") from None
+    if _is_image_format(container):  # decord refuses these too: one rule for both backends
+        container.close()
+        raise VideoDecodeError(f"{path}: {_image_words(container)}")
+    return container
+
+
+# FFmpeg's demuxers for still and animated images (and image sequences): a file read by one of these
+# is a picture whatever its extension, and decord cannot open it ("broken metadata"); both refuse it.
+IMAGE_DEMUXERS = ("image2", "gif", "apng")
+
+
+def _is_image_format(container) -> bool:
+    name = container.format.name
+    return name.endswith("_pipe") or name in IMAGE_DEMUXERS
+
+
+def _image_words(container) -> str:
+    return f"an image file ({container.format.name}), not a video"
 
 
 def _video_stream(container, path: Path):
@@ -47,9 +66,12 @@ def _no_video_words(container) -> str:
 
 
 def no_video_reason(path: Path) -> str | None:
-    """"no video stream (...)" when FFmpeg can open the file but it has no video, else None."""
+    """"no video stream (...)" or "an image file (...), not a video" when FFmpeg can open the file
+    but it holds no video, else None."""
     try:
         with av.open(str(path)) as container:
+            if _is_image_format(container):
+                return _image_words(container)
             return None if container.streams.video else _no_video_words(container)
     except (av.FFmpegError, OSError, ValueError):
         return None
@@ -74,7 +96,7 @@ def display_rotation(path: Path) -> int:
             frame = next(container.decode(_video_stream(container, path)), None)
         except (av.FFmpegError, OSError):
             return 0
-    return int(round((frame.rotation if frame is not None else 0) / 90)) % 4 * 90
+    return _quarter_turns(frame.rotation if frame is not None else 0) * 90
 
 
 def _probe_open(container, path: Path, rotation: int = 0) -> tuple[VideoProbe, list[int] | None]:
@@ -106,15 +128,19 @@ def probe(path: Path) -> VideoProbe:
         return _probe_open(container, path, rotation)[0]
 
 
-def _to_rgb(frame, height: int, width: int, rotation: int = 0) -> np.ndarray:
-    """(height, width, 3) of the displayed picture (-1: native size), turned by `rotation` degrees."""
-    turns = rotation // 90
-    if turns % 2:  # the coded picture is the displayed one on its side: resize it with the sides swapped
-        height, width = width, height
+def _quarter_turns(degrees) -> int:
+    """A display rotation (counter-clockwise degrees, None when absent) in quarter turns, 0..3."""
+    return int(round((degrees or 0) / 90)) % 4
+
+
+def _to_rgb(frame, height: int, width: int) -> np.ndarray:
+    """The coded picture resized to (height, width) (-1: native size), then turned upright by the
+    frame's display rotation."""
     if height < 0:
         rgb = frame.to_ndarray(format="rgb24")
     else:
         rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation=INTERPOLATION).to_ndarray()
+    turns = _quarter_turns(getattr(frame, "rotation", 0))
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
@@ -128,7 +154,7 @@ def _frame_key(frame, ordinal: int, pts: list[int] | None):
 
 
 def _decode_picked(path: Path, pts: list[int] | None, indices: np.ndarray, height: int,
-                   width: int, rotation: int = 0) -> list[np.ndarray | None]:
+                   width: int) -> list[np.ndarray | None]:
     """Decode in presentation order, converting only the picked frames (matched by pts)."""
     slots: dict = {}  # key -> output positions (a frame is picked twice when num_frames > N)
     for slot, index in enumerate(indices.tolist()):
@@ -141,7 +167,7 @@ def _decode_picked(path: Path, pts: list[int] | None, indices: np.ndarray, heigh
             for ordinal, frame in enumerate(container.decode(stream)):
                 picked = slots.pop(_frame_key(frame, ordinal, pts), None)
                 if picked:
-                    rgb = _to_rgb(frame, height, width, rotation)
+                    rgb = _to_rgb(frame, height, width)
                     for slot in picked:
                         out[slot] = rgb
                 if not slots:  # the rest of the file is not needed
@@ -153,12 +179,11 @@ def _decode_picked(path: Path, pts: list[int] | None, indices: np.ndarray, heigh
 
 def decode(path: Path, pick: Callable[[VideoProbe], np.ndarray], size: int | None) -> np.ndarray:
     """(T, h, w, 3) uint8 RGB of the frames `pick(probe)` chooses, short side resized to `size`."""
-    rotation = display_rotation(path)
     with _open(path) as container:
-        info, pts = _probe_open(container, path, rotation)
+        info, pts = _probe_open(container, path)  # coded size: each frame is turned after its resize
     indices = np.asarray(pick(info), dtype=np.int64)
     height, width = resized_dims(info.height, info.width, size) if size is not None else (-1, -1)
-    frames = _decode_picked(path, pts, indices, height, width, rotation)
+    frames = _decode_picked(path, pts, indices, height, width)
     missing = [index for index, frame in zip(indices.tolist(), frames) if frame is None]
     if missing:
         raise VideoDecodeError(f"{path}: corrupt or unreadable video (no frame decoded at "
