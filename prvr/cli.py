@@ -15,6 +15,7 @@
     prvr tsne --model run/model.pt --data results/demo --split test --out results/figures/tsne.png
     (collapse / tsne without --model: the CLIP input features, the untrained reference)
     prvr clean-stale --results results [--dry-run]   (remove set-aside checkpoints.stale-N folders)
+    prvr import-checkpoint --format ms_sl model.ckpt --out model.pt [--config base.yaml]   (a release's checkpoint)
     prvr check-config [--configfile my.yaml ...] [key=value ...]   (the workflow's checks, without Snakemake)
 
 Errors from bad input print one line (`prvr: error: ...`) and exit with status 1.
@@ -148,6 +149,14 @@ def _cmd_clean_stale(a):
           f"{' (nothing removed: --dry-run)' if a.dry_run else ' removed'}")
 
 
+def _cmd_import_checkpoint(a):
+    from prvr.checkpoints import import_checkpoint
+    done = import_checkpoint(a.format, a.file, a.out, a.config)
+    unused = f"; not used at evaluation: {', '.join(done['not_used'])}" if done["not_used"] else ""
+    print(f"wrote {done['out']}: prvr {done['model']} from {a.format} {a.file} (epoch {done['epoch']}, "
+          f"{done['tensors']} tensors onto {done['prvr_tensors']}{unused})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prvr", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -185,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("check-config", _cmd_check_config, (("--configfile",), {"action": "append", "default": [], "metavar": "FILE",
                                                             "help": "a --configfile of the run (repeat for several)"}),
         (("pairs",), {"nargs": "*", "metavar": "KEY=VALUE", "help": "as Snakemake's --config pairs"}))
+    add("import-checkpoint", _cmd_import_checkpoint, (("file",), {"help": "their best.ckpt / model.ckpt"}), out,
+        (("--format",), {"required": True, "choices": ("msc", "gmmformer_v2", "gmmformer_v1", "ms_sl", "dl_dkd")}),
+        (("--config",), {"default": None, "help": "base config for what their file does not say"}))
     add("clean-stale", _cmd_clean_stale, (("--results",), {"default": "results"}),
         (("--dry-run",), {"action": "store_true", "help": "list them, remove nothing"}))
     return parser

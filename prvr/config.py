@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prvr.config_checks import problems
-from prvr.config_data import DataConfig
+from prvr.config_data import VIDEO_SOURCES, DataConfig
 from prvr.config_losses import LossConfig
 from prvr.dataclass_dict import build_dataclass
 from prvr.errors import ConfigError
 from prvr.yaml_files import read_yaml_mapping
 
 
-DATASETS = ("demo", "tvr", "activitynet", "charades")  # each but demo: config/datasets/<name>.yaml
+DATASETS = ("demo", "tvr", "activitynet", "charades", "qvhighlights")  # each but demo: config/datasets/<name>.yaml
 
 
 @dataclass
@@ -123,6 +123,8 @@ class ModelConfig:
     attention blocks, attention-pooled frame branch), "dl_dkd" (DL-DKD student: inheritance and
     exploration branches; settings in `dl_dkd`).
 
+    input_dim: the frame features' size; text_input_dim: the caption features' size where it differs
+    (MS-SL's release: I3D+ResNet 3,072-d frames, RoBERTa 1,024-d captions; `query_dim(cfg)`).
     input_norm "l2" (authors' loader): every text token, resampled frame and clip-branch token is
     divided by (its L2 norm + 1e-5) before the model; "none": raw features.
     input_dropout: dropout of the input projections and positional embeddings (authors: 0.2);
@@ -132,6 +134,7 @@ class ModelConfig:
                       metadata={"choices": ("gmmformer_v2", "gmmformer_v2_lite", "ms_sl", "gmmformer_v1",
                                             "dl_dkd")})
     input_dim: int = 64
+    text_input_dim: int | None = None  # the captions' feature size; None: input_dim (CLIP's two towers)
     hidden: int = 64  # paper: 384
     heads: int = 4
     frame_tokens: int = 32  # paper: 128
@@ -219,6 +222,18 @@ class AnalysisConfig:
 
 
 @dataclass
+class CheckpointsConfig:
+    """Released checkpoints the workflow imports (prvr.checkpoints) and evaluates on this dataset's
+    test split beside the trained rows: per release format, the file its own code saved, or null.
+    Each becomes a main-table row "released checkpoint, evaluated here"."""
+    msc: str | None = None
+    gmmformer_v2: str | None = None
+    gmmformer_v1: str | None = None
+    ms_sl: str | None = None
+    dl_dkd: str | None = None
+
+
+@dataclass
 class Config:
     """One run: a dataset, its features, one model configuration, its training and evaluation."""
     dataset: str = field(default="demo", metadata={"choices": DATASETS})
@@ -235,6 +250,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    checkpoints: CheckpointsConfig = field(default_factory=CheckpointsConfig)
 
 
 def from_dict(data: dict, source: str = "<config>", cls=Config, text: bool = False, check_values: bool = True):
@@ -274,9 +290,45 @@ def load_yaml(path: str | Path) -> dict:
     return read_yaml_mapping(path)
 
 
+def query_dim(model: ModelConfig) -> int:
+    """The caption features' size the query encoder reads: text_input_dim, or input_dim when unset."""
+    return model.text_input_dim if model.text_input_dim is not None else model.input_dim
+
+
+BY_SOURCE = "by_source"  # a dataset file's settings that follow data.videos: {released_bigfile: {model: ...}}
+
+
+def split_by_source(mapping: dict, source: str) -> tuple[dict, dict[str, dict]]:
+    """(a dataset file's mapping without its by_source section, that section): the sizes and settings
+    of another feature family (MS-SL's I3D+RoBERTa release: other input sizes, 30 query tokens),
+    applied when data.videos names it. Every section is type-checked here, selected or not."""
+    mapping = dict(mapping)
+    sections = mapping.pop(BY_SOURCE, None) or {}
+    where = f"{source}: {BY_SOURCE}"
+    if not isinstance(sections, dict):
+        raise ConfigError(f"{where}: expected a mapping of data.videos values", BY_SOURCE)
+    for videos, section in sections.items():
+        if videos not in VIDEO_SOURCES or not isinstance(section, dict):
+            raise ConfigError(f"{where}.{videos}: expected a mapping under one of {', '.join(VIDEO_SOURCES)}",
+                              BY_SOURCE)
+        from_dict(section, f"{where}.{videos}", check_values=False)
+    return mapping, sections
+
+
+def with_source_settings(mapping: dict, sections: dict[str, dict], videos: str) -> dict:
+    """`mapping` with the by_source section of `videos` merged over it (later keys win)."""
+    def deep(base: dict, new: dict) -> dict:
+        return {**base, **{k: deep(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+                           for k, v in new.items()}}
+    return deep(mapping, sections.get(videos, {}))
+
+
 def load_config(path: str | Path, overrides: dict | None = None) -> Config:
-    """Load config/config.yaml (or any file of the same shape) into a `Config`."""
-    cfg = from_dict(load_yaml(path), str(path))
+    """Load config/config.yaml (or any file of the same shape, a dataset file's by_source section
+    applied for its data.videos) into a `Config`."""
+    mapping, sections = split_by_source(load_yaml(path), str(path))
+    videos = (mapping.get("data") or {}).get("videos", DataConfig.videos)
+    cfg = from_dict(with_source_settings(mapping, sections, videos), str(path))
     return merge(cfg, overrides, str(path)) if overrides else cfg
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 
-from prvr.config_data import RELEASED_SOURCES
+from prvr.config_data import RELEASED_SOURCES, captions_are_clip, feature_family
 
 TINY_CLIP = "prvr-tiny-clip"  # the only open_clip model the DAG can pretrain itself (= prvr.features.clip.TINY_CLIP)
 NEAR_TIE_BAND = 1e-4  # scores this close to the relevant one are recomputed in float64 (prvr.evaluation.ties)
@@ -126,6 +126,8 @@ def _clip(c):
 def _model(m):
     for key in ("input_dim", "hidden", "heads", "frame_tokens", "max_query_len"):
         yield f"model.{key}", _at_least(getattr(m, key), 1)
+    if m.text_input_dim is not None:
+        yield "model.text_input_dim", _at_least(m.text_input_dim, 1)
     if m.heads >= 1 and m.hidden % m.heads:
         yield "model.heads", f"must divide model.hidden={m.hidden}, got {m.heads}"
     yield "model.clip_tokens", (_at_least(m.clip_tokens, 1) or
@@ -193,6 +195,23 @@ def _model_train(m, t):
                                                  f"not model.name={m.name}")
 
 
+def _teacher(m, d, clip_model: str):
+    """DL-DKD's teacher is CLIP (their ICCV code: ViT-B/32 frame and caption features in files of
+    their own, data.teacher_video_h5 / teacher_text_h5 here); without those files prvr takes it from
+    the training features, which then must be CLIP captions as wide as the frames. Checked for the
+    configurations that train (training_problems), not for a model that is only evaluated."""
+    if m.name != "dl_dkd" or (d.teacher_video_h5 and d.teacher_text_h5):
+        return
+    files = "give DL-DKD's teacher files (data.teacher_video_h5, data.teacher_text_h5) or leave it out of main_table"
+    if not captions_are_clip(d, clip_model):
+        yield "model.name", (f"dl_dkd distils from a CLIP teacher, but the {feature_family(d, clip_model)} "
+                             f"features have no CLIP captions: {files}")
+    elif m.text_input_dim not in (None, m.input_dim):
+        yield "model.name", (f"dl_dkd's teacher compares caption and frame features in one space, but they "
+                             f"are {m.text_input_dim} and {m.input_dim} wide (model.text_input_dim, "
+                             f"model.input_dim): {files}")
+
+
 def _train(t):
     yield "train.epochs", _at_least(t.epochs, 1)
     yield "train.batch_size", _at_least(t.batch_size, 1)
@@ -231,6 +250,10 @@ def _data(dataset: str, d):
                  "released_bigfile": ("released_bigfile_dir", "released_text_h5")}.get(d.videos, ())
         for key in needs:
             yield f"data.{key}", None if getattr(d, key) else f"data.videos {d.videos!r} needs data.{key}"
+    if bool(d.teacher_video_h5) != bool(d.teacher_text_h5):
+        given, other = (("teacher_video_h5", "teacher_text_h5") if d.teacher_video_h5
+                        else ("teacher_text_h5", "teacher_video_h5"))
+        yield f"data.{other}", f"data.{given} needs data.{other} (DL-DKD's teacher reads both)"
         if "charades" in (d.train.format, d.test.format) and d.videos not in RELEASED_SOURCES:
             yield "data.durations", (None if d.durations else
                                      "Charades-STA files have no durations: give Charades_v1_*.csv (length column)")
@@ -251,3 +274,8 @@ def problems(cfg) -> list[tuple[str, str]]:
               _model_train(cfg.model, cfg.train), _train(cfg.train),
               _eval(cfg.eval), _analysis(cfg.analysis)]
     return [(key, problem) for check in checks for key, problem in check if problem]
+
+
+def training_problems(cfg) -> list[tuple[str, str]]:
+    """What else a configuration that is trained on its config's features must satisfy (the teacher)."""
+    return [(key, problem) for key, problem in _teacher(cfg.model, cfg.data, cfg.clip.model) if problem]

@@ -32,7 +32,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-RELEASED_SOURCES = ("released_features", "released_bigfile")  # features come ready-made: nothing is decoded
+RELEASED_SOURCES = ("released_features", "released_bigfile")
+# the feature families of the paper's comparison; whether their caption features are CLIP text tokens
+# (the TCPL teacher and DL-DKD's teacher read CLIP; MS-SL's release pairs I3D frames with RoBERTa)
+FAMILY_TEXT_IS_CLIP = {"CLIP-L/14": True, "I3D+RoBERTa": False, "SlowFast+CLIP": True}  # features come ready-made: nothing is decoded
 VIDEO_SOURCES = ("generated", "directory", "frame_folders", "charades_archive", "youtube") + RELEASED_SOURCES
 
 
@@ -41,7 +44,7 @@ class SplitSource:
     """One split's annotation file in the benchmark's own format (tvr jsonl, activitynet json,
     charades txt); path null: the split is generated (demo) or held out of train (val)."""
     path: str | None = None
-    format: str = field(default="tvr", metadata={"choices": ("tvr", "activitynet", "charades")})
+    format: str = field(default="tvr", metadata={"choices": ("tvr", "activitynet", "charades", "qvhighlights")})
 
 
 @dataclass
@@ -63,5 +66,37 @@ class DataConfig:
     released_video_h5: str | None = None
     released_text_h5: str | None = None
     released_video_prefix: str | None = None  # ActivityNet: their video keys drop "v_"
+    feature_family: str | None = None  # the features' family in the tables; None: feature_family() derives it
+    teacher_video_h5: str | None = None  # DL-DKD's CLIP ViT-B/32 teacher: frames per video (their vid_features file)
+    teacher_text_h5: str | None = None   # and one sentence vector per caption (their query_feat file)
     released_bigfile_dir: str | None = None  # videos: released_bigfile: MS-SL's FeatureData/<feature>/ folder
     feature_cache: bool = False  # train and evaluate from one float16 resampled cache per dataset
+
+
+def family_label(declared: str | None, videos: str | None, clip_model: str, clip_pretrained: str | None = None) -> str:
+    """The features' family and where they come from, e.g. "I3D+RoBERTa (MS-SL's release)",
+    "CLIP-L/14 (the authors' release)", "CLIP-L/14 (extracted here, openai)"; the part before " ("
+    is the family (`family_of`), compared with each reported row's `features`."""
+    if declared:
+        return declared
+    if videos == "released_bigfile":
+        return "I3D+RoBERTa (MS-SL's release)"
+    if videos == "released_features":
+        return "CLIP-L/14 (the authors' release)"
+    family = "CLIP-L/14" if clip_model == "ViT-L-14" else f"CLIP {clip_model}"
+    return f"{family} (extracted here, {clip_pretrained or 'pretrained in the DAG'})"
+
+
+def family_of(label: str) -> str:
+    """"CLIP-L/14 (extracted here, openai)" -> "CLIP-L/14"."""
+    return label.split(" (", 1)[0]
+
+
+def feature_family(data: "DataConfig", clip_model: str) -> str:
+    """The family of a config's features (family_label without where they come from)."""
+    return family_of(family_label(data.feature_family, data.videos, clip_model))
+
+
+def captions_are_clip(data: "DataConfig", clip_model: str) -> bool:
+    """Whether the caption features are CLIP text tokens (extracted here: always)."""
+    return FAMILY_TEXT_IS_CLIP.get(feature_family(data, clip_model), True)

@@ -15,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from prvr.config import DATASETS, Config, from_dict, merge, to_dict
+from prvr.config import BY_SOURCE, DATASETS, Config, from_dict, merge, split_by_source, to_dict
+from prvr.config_checks import training_problems
+from prvr.config_data import DataConfig
 from prvr.errors import ConfigError
 from prvr.yaml_files import read_yaml_mapping
 
@@ -25,14 +27,17 @@ PER_DATASET = "datasets"  # an ablation file's per-dataset overrides: datasets: 
 
 @dataclasses.dataclass
 class Layer:
-    """One config source: its name in messages, its (partial) mapping, and whether values are text."""
+    """One config source: its name in messages, its (partial) mapping, whether values are text, and
+    a file's by_source sections (applied right after it when data.videos selects one)."""
     source: str
     data: dict
     text: bool = False
+    by_source: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def file(cls, path: str | Path) -> "Layer":
-        return cls(str(path), read_yaml_mapping(path))
+        mapping, sections = split_by_source(read_yaml_mapping(path), str(path))
+        return cls(str(path), mapping, by_source=sections)
 
 
 def _pick(full: dict, partial: dict) -> dict:
@@ -75,13 +80,29 @@ def _owner(key: str, owners: dict[str, str], default: str) -> str:
 
 def with_dataset_layer(layers: list[Layer], dataset_dir: Path) -> list[Layer]:
     """Insert config/datasets/<dataset>.yaml after the base file when a source selects a benchmark
-    (`dataset: tvr`), so that the base < the dataset's settings < --configfile < --config."""
+    (`dataset: tvr`), so that the base < the dataset's settings < --configfile < --config; its
+    by_source section for the data.videos the layers select comes right after it (MS-SL's
+    I3D+RoBERTa release: `dataset=tvr data.videos=released_bigfile` gets that family's sizes)."""
     name = None
     for layer in layers:  # a plain string in files and --config alike; resolve_layers checks it
         name = layer.data.get("dataset", name)
     if name not in DATASETS or name == "demo":
         return layers  # an unknown name is reported by the checks, with the known ones
     return [layers[0], Layer.file(Path(dataset_dir) / f"{name}.yaml"), *layers[1:]]
+
+
+def with_source_sections(layers: list[Layer]) -> list[Layer]:
+    """Each file's by_source section for the data.videos the layers select, right after that file."""
+    videos = DataConfig.videos
+    for layer in layers:  # the source the merged config will name
+        data = layer.data.get("data")
+        videos = data.get("videos", videos) if isinstance(data, dict) else videos
+    out = []
+    for layer in layers:
+        out.append(layer)
+        if videos in layer.by_source:
+            out.append(Layer(f"{layer.source}: {BY_SOURCE}.{videos}", layer.by_source[videos]))
+    return out
 
 
 def resolve_layers(layers: list[Layer], dataset_dir: Path | None = None) -> Config:
@@ -91,6 +112,7 @@ def resolve_layers(layers: list[Layer], dataset_dir: Path | None = None) -> Conf
         raise ValueError("resolve_layers needs at least one layer")
     if dataset_dir is not None:
         layers = with_dataset_layer(layers, dataset_dir)
+    layers = with_source_sections(layers)
     merged, owners = {}, {}
     for layer in layers:
         typed = _typed(layer)
@@ -162,4 +184,7 @@ def check_workflow_config(layers: list[Layer], repo: Path) -> tuple[Config, dict
     rows = check_ablations(cfg, ablation_dir)  # name -> that row's full config
     # the main table's rows are trained like ablation rows: checked now too
     rows.update(check_ablations(cfg, ablation_dir, [n for n in cfg.main_table if n not in rows], key="main_table"))
+    for name, row in rows.items():  # every row here is trained on these features
+        for key, problem in training_problems(row)[:1]:
+            raise ConfigError(f"{ablation_dir / name}.yaml: {key}: {problem}", key)
     return cfg, rows

@@ -11,7 +11,7 @@ import math
 import os
 from pathlib import Path
 
-from prvr.config import Config
+from prvr.config import Config, query_dim
 from prvr.errors import PrvrError
 from prvr.io import write_json
 
@@ -100,7 +100,8 @@ def import_released_features(cfg: Config, caption_files: dict[str, Path], video_
     from prvr.sources.released import import_released
     d = cfg.data
     return import_released(d.released_video_h5, d.released_text_h5, caption_files, video_out, text_out,
-                            expected_dim=cfg.model.input_dim, video_prefix=d.released_video_prefix)
+                            video_dim=cfg.model.input_dim, text_dim=query_dim(cfg.model),
+                            video_prefix=d.released_video_prefix)
 
 
 def _encoder(cfg: Config, weights: Path | None):
@@ -163,6 +164,9 @@ def _opened_split(captions: tuple, video_feats: tuple, text_feats: tuple, frame_
     return PRVRDataset(captions[0], video_feats[0], text_feats[0], frame_tokens, max_query_len=max_query_len)
 
 
+RELEASE_SELECTION = "the release's own (its file does not say on which split)"
+
+
 def evaluate_run(model_path: Path, captions: Path, video_feats: Path, text_feats: Path, out: Path,
                  split: str = "test", inputs: dict | None = None, device: str = "cpu",
                  coverage: Path | None = None, cache: Path | None = None) -> dict:
@@ -190,12 +194,14 @@ def evaluate_run(model_path: Path, captions: Path, video_feats: Path, text_feats
         metrics = evaluate_split(model, dataset, cfg.eval, device)
     except ModelInputError as err:  # features of another dimension or length than the model was trained on
         raise PrvrError(f"{model_path} does not fit {video_feats} / {text_feats}: {err}") from None
-    seed = int(saved["seed"])
+    seed = int(saved["seed"]) if saved["seed"] is not None else None  # None: an imported release checkpoint
+    imported = saved.get("imported_from")
     import json
     left_out = json.loads(Path(coverage).read_text())["queries_without_video"] if coverage else 0
     record = {"split": split, "n_queries": len(dataset.index.caption_ids), "n_videos": len(dataset),
               "metrics": metrics, "tie_rule": cfg.eval.ties, "queries_with_ties": metrics["queries_with_ties"],
-              "selection": cfg.eval.selection, "queries_without_video": left_out,
+              "selection": RELEASE_SELECTION if imported else cfg.eval.selection, "queries_without_video": left_out,
+              **({"imported_from": imported} if imported else {}),
               "provenance": provenance(cfg, seed, {"model": model_path, "captions": captions,
                                                    "video_feats": video_feats, "text_feats": text_feats,
                                                    **(inputs or {})})}

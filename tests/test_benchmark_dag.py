@@ -18,7 +18,12 @@ LAYOUT = {  # dataset -> {path in the working directory: excerpt}
                     "data/activitynet/val_1.json": "activitynet_val_1_excerpt.json"},
     "charades": {"data/charades/charades_sta_train.txt": "charades_sta_train_excerpt.txt",
                  "data/charades/charades_sta_test.txt": "charades_sta_test_excerpt.txt"},
+    "qvhighlights": {"data/qvhighlights/highlight_train_release.jsonl": "qvhighlights_train_excerpt.jsonl",
+                     "data/qvhighlights/highlight_val_release.jsonl": "qvhighlights_val_excerpt.jsonl"},
 }
+# the authors' released QVHighlights features (a dry run needs the files to exist, not their content)
+QVH_FEATURES = ("data/qvhighlights/FeatureData/qvhighlight_slowfast_clip.h5",
+                "data/qvhighlights/TextData/qvhighlight_slowfast_clip_text.h5")
 
 
 def _lay_out(workdir: Path, dataset: str) -> None:
@@ -29,6 +34,10 @@ def _lay_out(workdir: Path, dataset: str) -> None:
     (workdir / "data/charades").mkdir(parents=True, exist_ok=True)
     for csv in ("Charades_v1_train.csv", "Charades_v1_test.csv"):
         (workdir / "data/charades" / csv).write_text("id,length\n")
+    if dataset == "qvhighlights":
+        for name in QVH_FEATURES:
+            (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+            (workdir / name).write_bytes(b"")
 
 
 def _dry_run(workdir: Path, *config: str) -> subprocess.CompletedProcess:
@@ -40,6 +49,7 @@ def _dry_run(workdir: Path, *config: str) -> subprocess.CompletedProcess:
     ("tvr", {"benchmark_annotations", "video_list", "caption_file"}),
     ("activitynet", {"benchmark_annotations", "download_youtube", "video_list"}),
     ("charades", {"benchmark_annotations", "download_archive"}),
+    ("qvhighlights", {"benchmark_annotations", "import_released", "caption_file"}),
 ])
 def test_one_key_selects_a_benchmark(tmp_path, dataset, first_jobs):
     _lay_out(tmp_path, dataset)

@@ -121,6 +121,30 @@ def test_dataset_configs_select_the_papers_settings(name, source):
         merge(cfg, {"data": {"videos": "directory", "video_dir": None}})
 
 
+def test_qvhighlights_is_the_authors_fourth_dataset_on_their_released_features(tmp_path):
+    """Their src/Configs/qvhighlight.py and README command; moment_detr's files as the splits (a real
+    excerpt), the val release reported, each query's earliest window its span."""
+    cfg = load_config(REPO / "config/datasets/qvhighlights.yaml")
+    assert cfg.data.videos == "released_features" and cfg.data.feature_family == "SlowFast+CLIP"
+    assert (cfg.model.input_dim, cfg.model.text_input_dim, cfg.model.dropout, cfg.model.fusion_temperature) == (
+        2816, 512, 0.31, 0.6)
+    assert (cfg.loss.margin, cfg.loss.cbva.adaptive.threshold, cfg.train.lr, cfg.eval.w_clip) == (0.2, 0.7, 2.5e-4, 0.4)
+    assert cfg.data.test.path.endswith("highlight_val_release.jsonl")
+    data = _data(ANN / "qvhighlights_train_excerpt.jsonl", ANN / "qvhighlights_val_excerpt.jsonl", "qvhighlights",
+                 val_fraction=0.25)
+    counts = write_benchmark_tables(data, "val", tmp_path / "out")
+    assert counts["test"] == {"videos": 16, "queries": 16}
+    assert counts["train"]["videos"] + counts["val"]["videos"] == 24
+    rows = [json.loads(line) for line in (ANN / "qvhighlights_val_excerpt.jsonl").read_text().splitlines()]
+    several = next(r for r in rows if len(r["relevant_windows"]) > 1)
+    test = {q.desc_id: q for q in read_tvr_jsonl(tmp_path / "out/annotations/test.jsonl")}
+    earliest = min(several["relevant_windows"])
+    assert (test[several["qid"]].start, test[several["qid"]].end) == tuple(map(float, earliest))
+    with pytest.raises(AnnotationError, match=r"qvhighlights_test_excerpt.jsonl:1: no relevant_windows"):
+        benchmark_splits(_data(ANN / "qvhighlights_train_excerpt.jsonl", ANN / "qvhighlights_test_excerpt.jsonl",
+                               "qvhighlights"), "val")
+
+
 @pytest.mark.parametrize("train_videos, test_videos, missing, message", [
     (0, 3, [], "the train split has 0 video(s); training needs at least 2"),
     (1, 3, [], "the train split has 1 video(s); training needs at least 2"),

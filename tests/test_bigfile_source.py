@@ -16,6 +16,7 @@ from prvr.store.feature_store import FeatureError, FeatureStore, UnknownIdError
 from test_benchmark_run import REPO, SNAKEMAKE, TINY, released_tvr
 
 DIM = TINY["model"]["input_dim"]
+TVR_VIDEO_DIM, TVR_TEXT_DIM = 3072, 768  # MS-SL's TVR release in the DAG run (model.input_dim, text_input_dim)
 
 
 def write_bigfile(folder: Path, videos: dict[str, np.ndarray]) -> Path:
@@ -97,12 +98,25 @@ def test_bigfile_of_another_dimension_is_one_line_naming_the_folder(tmp_path):
 
 
 def test_roberta_dimension_other_than_the_video_is_named(tmp_path):
-    """MS-SL's TVR pairs 3072-d I3D+ResNet rows with 768-d RoBERTa tokens; the models here read one
-    input dimension, so that pair stops with the caption file's first caption named."""
+    """MS-SL's TVR pairs 3072-d I3D+ResNet rows with 768-d RoBERTa tokens: without
+    model.text_input_dim the captions must have the frames' size, and the message names the key."""
     paths, _, _ = _release(tmp_path / "ms-sl", dim=8, text_dim=4)
-    with pytest.raises(FeatureError, match=r"caption 'va#enc#0' has dimension 4, but model.input_dim is 8: "
-                                           r"the models read frames and captions of one dimension"):
+    with pytest.raises(FeatureError) as info:
         _import(paths, tmp_path)
+    assert str(info.value) == (f"{paths['text_h5']}: caption 'va#enc#0' has dimension 4, but model.text_input_dim "
+                               "(unset: model.input_dim) is 8 (set model.text_input_dim to the caption features' "
+                               "dimension)")
+    with pytest.raises(FeatureError, match=r"dimension 4, but model.text_input_dim is 6 \(set"):
+        _import(paths, tmp_path, text_input_dim=6)
+
+
+def test_frames_and_captions_of_their_own_sizes_import(tmp_path):
+    """The I3D family: frames and captions of different sizes (here 8 and 4) import with text_input_dim."""
+    paths, videos, captions = _release(tmp_path / "ms-sl", dim=8, text_dim=4)
+    summary = _import(paths, tmp_path, text_input_dim=4)
+    assert (summary["video_dim"], summary["text_dim"]) == (8, 4)
+    with h5py.File(tmp_path / "t.h5") as text:
+        assert np.array_equal(text["va#enc#0"][()], captions["va#enc#0"])
 
 
 def test_video_missing_from_video2frames_names_video_and_caption_file(tmp_path):
@@ -135,20 +149,32 @@ def test_inf_in_a_caption_names_it(tmp_path):
 def _tvr_release(work: Path) -> list[str]:
     """TVR annotation rows (30 train, 10 test videos) and their features as MS-SL's BigFile + RoBERTa."""
     data, vids, captions, videos = released_tvr(work)
+    rng = np.random.default_rng(1)  # the real shapes of MS-SL's TVR release: I3D+ResNet 3,072, RoBERTa 768
+    captions = {c: rng.standard_normal((len(f), TVR_TEXT_DIM)).astype(np.float32) for c, f in captions.items()}
+    videos = {v: rng.standard_normal((len(f), TVR_VIDEO_DIM)).astype(np.float32) for v, f in videos.items()}
     write_text(data / "roberta_tvr_query_feat.hdf5", captions)
     write_bigfile(data / "i3d_resnet", videos)
+    # DL-DKD's CLIP ViT-B/32 teacher in its layout: frames per video, one sentence vector per caption
+    write_text(data / "new_clip_vit_32_tvr_vid_features.hdf5",
+               {v: rng.standard_normal((len(f) // 2 + 1, 512)).astype(np.float32) for v, f in videos.items()})
+    write_text(data / "clip_ViT_B_32_tvr_query_feat.hdf5",
+               {c: rng.standard_normal((1, 512)).astype(np.float32) for c in captions})
     return vids
 
 
-def _snakemake(work: Path, data: dict, *extra: str) -> subprocess.CompletedProcess:
-    (work / "bigfile.yaml").write_text(json.dumps({**TINY, "data": data}))
-    cmd = [str(SNAKEMAKE), "results/ablation.csv", "-s", str(REPO / "Snakefile"), "-d", str(work), "--cores", "2",
+def _snakemake(work: Path, data: dict, *extra: str, rows=("ms_sl", "gmmformer_v1", "baseline", "dl_dkd", "adaptive")):
+    """The tiny DAG on the BigFile release (with DL-DKD's teacher files where `data` names them)."""
+    model = {**TINY["model"], "input_dim": TVR_VIDEO_DIM, "text_input_dim": TVR_TEXT_DIM}
+    (work / "bigfile.yaml").write_text(json.dumps({**TINY, "model": model, "main_table": list(rows), "data": data}))
+    cmd = [str(SNAKEMAKE), "results/ablation.csv", "results/main_table.csv", "-s", str(REPO / "Snakefile"), "-d", str(work), "--cores", "2",
            "--configfile", str(work / "bigfile.yaml"), "--config", "dataset=tvr", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
 
 
 BIGFILE_DATA = {"val_fraction": 0.2, "videos": "released_bigfile", "released_bigfile_dir": "data/tvr/i3d_resnet",
-                "released_text_h5": "data/tvr/roberta_tvr_query_feat.hdf5"}
+                "released_text_h5": "data/tvr/roberta_tvr_query_feat.hdf5",
+                "teacher_video_h5": "data/tvr/new_clip_vit_32_tvr_vid_features.hdf5",
+                "teacher_text_h5": "data/tvr/clip_ViT_B_32_tvr_query_feat.hdf5"}
 
 
 def test_bigfile_release_trains_and_evaluates_without_decoding(tmp_path):
@@ -162,7 +188,30 @@ def test_bigfile_release_trains_and_evaluates_without_decoding(tmp_path):
     metrics = json.loads((tmp_path / "results/tvr/runs/baseline/seed1/metrics.json").read_text())
     assert metrics["n_videos"] == 10
     with h5py.File(tmp_path / "results/tvr/features/video_feats.h5") as store:
-        assert set(store) == set(vids) and store[vids[0]].shape[1] == DIM
+        assert set(store) == set(vids) and store[vids[0]].shape[1] == TVR_VIDEO_DIM
+    with h5py.File(tmp_path / "results/tvr/features/text_feats.h5") as store:
+        assert store[next(iter(store))].shape[1] == TVR_TEXT_DIM
+    run_config = metrics["provenance"]["config"]
+    assert (run_config["model"]["input_dim"], run_config["model"]["text_input_dim"]) == (TVR_VIDEO_DIM, TVR_TEXT_DIM)
+    # the main table: every method of the family (DL-DKD with its own CLIP teacher), each row named
+    # I3D+RoBERTa, and the baselines' reported numbers (that family) compare with a row of their family
+    assert "import_teacher" in proc.stderr
+    rows = [r for r in csv.DictReader((tmp_path / "results/main_table.csv").open()) if r["dataset"] == "tvr"]
+    reproduced = [r for r in rows if r["kind"] == "reproduced"]
+    assert [r["configuration"] for r in reproduced] == ["ms_sl", "gmmformer_v1", "baseline", "dl_dkd", "adaptive"]
+    dl_dkd = json.loads((tmp_path / "results/tvr/runs/dl_dkd/seed1/provenance.json").read_text())
+    assert {"teacher_video", "teacher_text"} <= set(dl_dkd["inputs"])
+    assert {r["features"] for r in reproduced} == {"I3D+RoBERTa (MS-SL's release)"}
+    readme = next(r for r in rows if r["source"] == "MS-SL README")
+    assert readme["features_match"] == "same family as trained here"
+
+
+def test_dl_dkd_in_the_bigfile_family_is_refused_at_start(tmp_path):
+    _tvr_release(tmp_path)
+    no_teacher = {**BIGFILE_DATA, "teacher_video_h5": None, "teacher_text_h5": None}
+    proc = _snakemake(tmp_path, no_teacher, "-n", rows=("baseline", "dl_dkd"))
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("prvr config error: ") and "dl_dkd distils from a CLIP teacher" in proc.stderr
 
 
 def test_missing_bigfile_dir_stops_the_dag_with_one_line(tmp_path):

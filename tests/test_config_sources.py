@@ -202,3 +202,68 @@ def test_ablation_file_per_dataset_overrides(tmp_path):
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
             ablation_config(Config(), path)
+
+
+def _benchmark(*extra: Layer):
+    return resolve_layers([Layer.file(REPO / "config/config.yaml"), *extra], dataset_dir=REPO / "config/datasets")
+
+
+@pytest.mark.parametrize("dataset, sizes", [("tvr", (3072, 768)), ("activitynet", (1024, 1024)),
+                                            ("charades", (1024, 1024))])
+def test_the_baselines_feature_family_brings_its_own_sizes(dataset, sizes):
+    """`dataset=<name> data.videos=released_bigfile`: MS-SL's I3D+RoBERTa sizes and 30 query tokens,
+    under a --config that still wins; the CLIP default keeps one size for frames and captions."""
+    clip = _benchmark(Layer("--config", {"dataset": dataset}, text=True))
+    assert (clip.model.input_dim, clip.model.text_input_dim, clip.model.max_query_len) == (768, None, 77)
+    i3d = _benchmark(Layer("--config", {"dataset": dataset, "data": {"videos": "released_bigfile"}}, text=True))
+    assert (i3d.model.input_dim, i3d.model.text_input_dim, i3d.model.max_query_len) == (*sizes, 30)
+    assert i3d.data.released_bigfile_dir.endswith("/FeatureData/" + {"tvr": "i3d_resnet", "activitynet": "i3d",
+                                                                      "charades": "i3d_rgb_lgi"}[dataset])
+    mine = _benchmark(Layer("--config", {"dataset": dataset, "data": {"videos": "released_bigfile"},
+                                         "model": {"max_query_len": "40"}}, text=True))
+    assert mine.model.max_query_len == 40 and mine.model.input_dim == sizes[0]
+
+
+def test_a_bad_by_source_section_is_named_even_when_not_selected(tmp_path):
+    bad = tmp_path / "tvr.yaml"
+    bad.write_text((REPO / "config/datasets/tvr.yaml").read_text().replace("max_query_len: 30", "max_query_len: x"))
+    with pytest.raises(ConfigError, match=r"tvr.yaml: by_source.released_bigfile: model.max_query_len: expected int"):
+        load_config(bad)
+    bad.write_text("dataset: tvr\nby_source:\n  bigfile: {model: {input_dim: 3}}\n")
+    with pytest.raises(ConfigError, match=r"by_source.bigfile: expected a mapping under one of generated, "):
+        load_config(bad)
+
+
+def test_dl_dkd_is_refused_where_the_captions_are_not_clip():
+    """Its teacher is CLIP: RoBERTa tokens cannot stand in. With its own teacher files (their CLIP
+    ViT-B/32 frames and sentences, the family's default paths) it trains; without them the rows the
+    workflow trains are refused, while a model only evaluated (an imported checkpoint) is not."""
+    from prvr.config_sources import check_workflow_config
+    no_teacher = {"videos": "released_bigfile", "teacher_video_h5": "null", "teacher_text_h5": "null"}
+    layers = [Layer.file(REPO / "config/config.yaml"),
+              Layer("--config", {"dataset": "tvr", "data": no_teacher, "ablations": ["baseline"]}, text=True)]
+    with pytest.raises(ConfigError) as info:
+        check_workflow_config(layers, REPO)
+    assert str(info.value).startswith(f"{REPO / 'config/ablations/dl_dkd.yaml'}: model.name: dl_dkd distils from a "
+                                      "CLIP teacher, but the I3D+RoBERTa features have no CLIP captions: give "
+                                      "DL-DKD's teacher files (data.teacher_video_h5, data.teacher_text_h5)")
+    i3d = {"dataset": "tvr", "data": {"videos": "released_bigfile"}, "ablations": ["baseline"]}
+    layers[-1] = Layer("--config", i3d, text=True)  # the family's teacher files: all five rows
+    assert list(check_workflow_config(layers, REPO)[1]) == ["baseline", "ms_sl", "gmmformer_v1", "dl_dkd", "adaptive"]
+    cfg = _benchmark(Layer("--config", {"dataset": "tvr", "data": no_teacher}, text=True))
+    assert check_ablations(cfg, REPO / "config/ablations", ["dl_dkd"])["dl_dkd"].model.name == "dl_dkd"
+
+
+def test_one_teacher_file_without_the_other_is_named():
+    with pytest.raises(ConfigError, match=r"data.teacher_text_h5: data.teacher_video_h5 needs data.teacher_text_h5"):
+        _benchmark(Layer("--config", {"dataset": "tvr", "data": {"videos": "released_bigfile",
+                                                                 "teacher_text_h5": "null"}}, text=True))
+
+
+def test_a_dataset_file_given_as_configfile_applies_its_by_source_section_too():
+    """`--configfile config/datasets/tvr.yaml` (a user's copy of one): by_source is not an unknown key."""
+    layers = [Layer.file(REPO / "config/config.yaml"), Layer.file(REPO / "config/datasets/tvr.yaml"),
+              Layer("--config", {"data": {"videos": "released_bigfile"}}, text=True)]
+    cfg = resolve_layers(layers)
+    assert (cfg.dataset, cfg.model.input_dim, cfg.model.text_input_dim) == ("tvr", 3072, 768)
+    assert resolve_layers(layers[:2]).model.text_input_dim is None

@@ -64,7 +64,7 @@ def test_reproduced_rows_mean_std_and_seeds(tmp_path, runs):
     assert base["n_seeds"] == 2 and base["seeds"] == "1 2" and base["SumR"] == 155.0 and base["R@1"] == 11.0
     assert base["R@10_std"] == pytest.approx(2.83, abs=0.005)  # sample std of 30 and 34
     assert base["selection"] == "val" and base["tie_rule"] == "expected" and base["source"] == "trained here"
-    assert base["features"] == "CLIP ViT-L-14 (openai)" and base["queries_not_evaluated"] == "0"
+    assert base["features"] == "CLIP-L/14 (extracted here, openai)" and base["queries_not_evaluated"] == "0"
     assert rows[1]["SumR_std"] == "" and rows[1]["queries_not_evaluated"] == "3"
 
 
@@ -86,6 +86,23 @@ def test_disagreeing_sources_are_flagged_both_ways(tmp_path, runs):
     assert frame.loc[("tvr", "MS-SL", "MS-SL README"), "sources_disagree"] == "seed summary: R@5 32.2, R@10 43.8, SumR 172.9"
     assert frame.loc[("tvr", "PSVL", "seed summary"), "sources_disagree"] == ""
     assert frame.loc[("activitynet", "MS-SL", "MS-SL README"), "sources_disagree"] == ""  # one source only
+
+
+def test_each_reported_row_says_whether_its_features_are_the_family_trained_here(tmp_path, runs):
+    """MS-SL's README number is I3D+RoBERTa; the rows trained here are CLIP-L/14: not a comparison."""
+    frame = main_table(runs, _reported(tmp_path), dataset="tvr").set_index(["dataset", "method", "source"])
+    assert frame.loc[("tvr", "MS-SL", "MS-SL README"), "features_match"] == (
+        "other family: I3D+RoBERTa reported, CLIP-L/14 trained here")
+    assert frame.loc[("tvr", "MS-SL", "seed summary"), "features_match"] == "features not stated"
+    assert frame.loc[("activitynet", "MS-SL", "MS-SL README"), "features_match"] == ""  # nothing trained there
+    i3d = {"ms_sl": [tmp_path / "m.json"]}
+    _metrics(i3d["ms_sl"][0], 1, [13, 32, 43, 83, 171])
+    record = json.loads(i3d["ms_sl"][0].read_text())
+    record["provenance"]["config"]["data"] = {"videos": "released_bigfile"}
+    i3d["ms_sl"][0].write_text(json.dumps(record))
+    frame = main_table(i3d, _reported(tmp_path), dataset="tvr").set_index(["dataset", "method", "source"])
+    assert frame.loc[("tvr", "MS-SL", "trained here"), "features"] == "I3D+RoBERTa (MS-SL's release)"
+    assert frame.loc[("tvr", "MS-SL", "MS-SL README"), "features_match"] == "same family as trained here"
 
 
 def _costs(sha="abc"):
@@ -137,7 +154,7 @@ def test_the_project_reported_file_loads():
     (("- {name: PSVL, trained: null}", "- {name: PSVL, trained: null, year: 1}"), r"methods\[1\]\.year: unknown key"),
     (("- {name: PSVL, trained: null}", "- {name: PSVL, trained: baseline}"), r"methods: trained repeated: \['baseline'\]"),
     (("    PSVL:\n", "    MGCN:\n"), r"reported\.tvr\.MGCN: unknown key"),
-    (("  activitynet:", "  tvr2:"), r"reported\.tvr2: unknown key \(known: activitynet, charades, tvr\)"),
+    (("  activitynet:", "  tvr2:"), r"reported\.tvr2: unknown key \(known: activitynet, charades, qvhighlights, tvr\)"),
     (("      seed: {SumR: 180.8, note: no code}", "      wiki: {SumR: 180.8}"), r"reported\.tvr\.PSVL\.wiki: unknown key"),
     (("R@5: 32.1,", "R@5: 132.1,"), r"reported\.tvr\.MS-SL\.readme\.R@5: expected a number in \[0, 100\], got 132\.1"),
     (("R@5: 32.1,", "R@5: high,"), r"\.R@5: expected a number in \[0, 100\], got 'high'"),

@@ -102,9 +102,15 @@ class PRVRDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.index.videos)
 
+    teacher = None  # a prvr.data.teacher.TeacherFeatures (DL-DKD's own teacher files) when set
+
     def __getitem__(self, i: int) -> dict:
         vid = self.index.videos[i]
-        return {"vid": vid, "frames": self.frames[i], "queries": [self.queries[c] for c in self.index.captions[vid]]}
+        item = {"vid": vid, "frames": self.frames[i], "queries": [self.queries[c] for c in self.index.captions[vid]]}
+        if self.teacher is not None:
+            item["teacher_frames"] = self.teacher.frames(vid)  # (Nf, Dt)
+            item["teacher_sentences"] = [self.teacher.sentence(c) for c in self.index.captions[vid]]
+        return item
 
 
 def pad_queries(queries: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,12 +128,17 @@ def collate_videos(items: list[dict]) -> dict:
 
     Returns frame_feats (B, Nf, D), query_feats (Q, L, D), query_mask (Q, L), query_to_video (Q,),
     query_eot (Q, D): the last token row of each caption, its end-of-text token (the frozen CLIP
-    sentence embedding), or for a caption cut to max_query_len the last kept token, as the authors'.
+    sentence embedding), or for a caption cut to max_query_len the last kept token, as the authors';
+    with a teacher (PRVRDataset.teacher) also teacher_frames (B, Nf, Dt) and teacher_eot (Q, Dt).
     """
     frames = torch.from_numpy(np.stack([it["frames"] for it in items]).astype(np.float32))
     queries = [q for it in items for q in it["queries"]]
     owner = torch.tensor([b for b, it in enumerate(items) for _ in it["queries"]], dtype=torch.long)
     query_feats, query_mask = pad_queries(queries)
     eot = torch.stack([torch.from_numpy(np.asarray(q[-1], dtype=np.float32)) for q in queries])
-    return {"frame_feats": frames, "query_feats": query_feats, "query_mask": query_mask,
-            "query_to_video": owner, "query_eot": eot, "vids": [it["vid"] for it in items]}
+    batch = {"frame_feats": frames, "query_feats": query_feats, "query_mask": query_mask,
+             "query_to_video": owner, "query_eot": eot, "vids": [it["vid"] for it in items]}
+    if "teacher_frames" in items[0]:  # DL-DKD's own teacher files: (B, Nf, Dt) and (Q, Dt), query order
+        batch["teacher_frames"] = torch.from_numpy(np.stack([it["teacher_frames"] for it in items]))
+        batch["teacher_eot"] = torch.from_numpy(np.stack([s for it in items for s in it["teacher_sentences"]]))
+    return batch

@@ -5,7 +5,8 @@ per-frame scores of each caption in its own video are distilled into the student
 Notation: Q captions, B videos of Nf frames; v(q) = query_to_video[q]. Student: the model's `query`
 x (Q, H) and `frame_tokens` f (B, Nf, H) (DL-DKD: its inheritance branch). Teacher, no gradient:
 the caption's frozen CLIP end-of-text embedding `query_eot` t (Q, D) and the raw CLIP frame
-features `frame_feats` F (B, Nf, D), the frames the student sees.
+features `frame_feats` F (B, Nf, D), the frames the student sees; or, with DL-DKD's own teacher files
+(I3D+RoBERTa students), their CLIP ViT-B/32 sentence vectors `teacher_eot` and frames `teacher_frames`.
 
     s_q[n] = cos(x_q, f_{v(q), n}),   c_q[n] = cos(t_q, F_{v(q), n})          (Q, Nf) each
     P_q = softmax(c_q / T),  S_q = softmax(s_q / T)                          over the Nf frames
@@ -93,9 +94,13 @@ class DistillLoss(nn.Module):
 
     def forward(self, *, query: torch.Tensor, frame_tokens: torch.Tensor, query_to_video: torch.Tensor,
                 query_eot: torch.Tensor | None = None, frame_feats: torch.Tensor | None = None,
+                teacher_eot: torch.Tensor | None = None, teacher_frames: torch.Tensor | None = None,
                 epoch: int = 0, **unused) -> dict[str, torch.Tensor]:
         """Student query (Q, H) and frame_tokens (B, Nf, H); teacher query_eot (Q, D) and
-        frame_feats (B, Nf, D); query_to_video (Q,) long; epoch 0-based."""
+        frame_feats (B, Nf, D), or, where the batch has DL-DKD's own teacher files, teacher_eot
+        (Q, Dt) and teacher_frames (B, Nf, Dt) instead; query_to_video (Q,) long; epoch 0-based."""
+        if teacher_eot is not None and teacher_frames is not None:
+            query_eot, frame_feats = teacher_eot, teacher_frames
         _check_inputs(query, frame_tokens, query_eot, frame_feats)
         check_query_to_video(query_to_video, query.shape[0], frame_tokens.shape[0])
         with torch.no_grad():

@@ -12,7 +12,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
-from prvr.config import ModelConfig
+from prvr.config import ModelConfig, query_dim
 from prvr.errors import PrvrError
 from prvr.models.dropout import Dropout
 from prvr.models.token_merging import MergingError, check_stages, merge_stages
@@ -130,8 +130,8 @@ def normalise_inputs(cfg: ModelConfig, x: torch.Tensor) -> torch.Tensor:
 
 def check_query_input(cfg: ModelConfig, query_feats: torch.Tensor, query_mask: torch.Tensor) -> None:
     """(Q, L, D) features and (Q, L) bool mask: shapes, length <= max_query_len, no empty query."""
-    if query_feats.dim() != 3 or query_feats.shape[-1] != cfg.input_dim:
-        raise ModelInputError(f"query_feats: expected (Q, L, {cfg.input_dim}), "
+    if query_feats.dim() != 3 or query_feats.shape[-1] != query_dim(cfg):
+        raise ModelInputError(f"query_feats: expected (Q, L, {query_dim(cfg)}), "
                               f"got {tuple(query_feats.shape)}")
     if query_mask.dtype != torch.bool or query_mask.shape != query_feats.shape[:2]:
         raise ModelInputError(f"query_mask: expected bool {tuple(query_feats.shape[:2])}, "
@@ -158,7 +158,7 @@ def check_video_input(cfg: ModelConfig, frame_feats: torch.Tensor, min_tokens: i
 
 def check_model_config(cfg: ModelConfig) -> None:
     """Reject model settings that cannot build a model, naming the key."""
-    positive = {"input_dim": cfg.input_dim, "hidden": cfg.hidden, "heads": cfg.heads,
+    positive = {"input_dim": cfg.input_dim, "text_input_dim": query_dim(cfg), "hidden": cfg.hidden, "heads": cfg.heads,
                 "frame_tokens": cfg.frame_tokens, "clip_tokens": cfg.clip_tokens,
                 "max_query_len": cfg.max_query_len}
     for key, value in positive.items():

@@ -39,7 +39,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prvr.config import ModelConfig
+from prvr.config import ModelConfig, query_dim
 from prvr.models.attention import AttentionPooling, init_weights
 from prvr.models.base import ScoreBranch
 from prvr.models.common import (InputProjection, PositionalEmbedding,
@@ -87,7 +87,7 @@ class DLDKD(nn.Module):
         check_model_config(cfg)
         self.cfg = cfg
         self.has_exploration = cfg.dl_dkd.exploration_branch
-        self.query_project = InputProjection(cfg.input_dim, cfg.hidden, cfg.input_dropout)  # shared (ICCV)
+        self.query_project = InputProjection(query_dim(cfg), cfg.hidden, cfg.input_dropout)  # shared (ICCV)
         self.inherit_query = QueryBranch(cfg, cfg.hidden)
         self.inherit_video = VideoBranch(cfg, cfg.hidden)
         if self.has_exploration:

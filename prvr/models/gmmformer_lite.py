@@ -40,7 +40,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prvr.config import ModelConfig
+from prvr.config import ModelConfig, query_dim
 from prvr.models.attention import (AttentionPooling, GaussianMixtureAttention, MultiHeadAttention,
                                    TransformerLayer, init_weights)
 from prvr.models.base import TwoBranchModel
@@ -72,7 +72,7 @@ class QueryEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig, output_projection: bool = True, pool_bias: bool = True,
                  layer: nn.Module | None = None):
         super().__init__()
-        self.project = InputProjection(cfg.input_dim, cfg.hidden, cfg.input_dropout)
+        self.project = InputProjection(query_dim(cfg), cfg.hidden, cfg.input_dropout)
         self.position = PositionalEmbedding(cfg.max_query_len, cfg.hidden, cfg.input_dropout)
         if layer is None:
             attention = MultiHeadAttention(cfg.hidden, cfg.heads, cfg.dropout, output_projection)

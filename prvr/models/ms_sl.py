@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prvr.config import ModelConfig
+from prvr.config import ModelConfig, query_dim
 from prvr.models.attention import AttentionPooling, init_weights
 from prvr.models.base import ScoreBranch, TwoBranchModel
 from prvr.models.common import ClipPooler, InputProjection, PositionalEmbedding
@@ -68,9 +68,9 @@ def sliding_windows(n_clips: int) -> torch.Tensor:
 class MsSlEncoder(nn.Module):
     """Projection, learned positions (a table of `max_tokens` rows) and one BertAttention layer (prvr.models.residual_attention)."""
 
-    def __init__(self, cfg: ModelConfig, max_tokens: int):
+    def __init__(self, cfg: ModelConfig, max_tokens: int, input_dim: int | None = None):
         super().__init__()
-        self.project = InputProjection(cfg.input_dim, cfg.hidden, cfg.input_dropout)
+        self.project = InputProjection(input_dim or cfg.input_dim, cfg.hidden, cfg.input_dropout)
         self.position = PositionalEmbedding(max_tokens, cfg.hidden, cfg.input_dropout)
         self.layer = bert_attention(cfg.hidden, cfg.heads, cfg.dropout)
 
@@ -84,7 +84,7 @@ class MsSlQueryEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.encoder = MsSlEncoder(cfg, cfg.max_query_len)
+        self.encoder = MsSlEncoder(cfg, cfg.max_query_len, query_dim(cfg))
         self.pool = AttentionPooling(cfg.hidden, bias=False)
 
     def forward(self, query_feats: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,10 @@ Rows: per dataset (the run's own first, then tvr, activitynet, charades), per me
 order (a trained configuration no method names comes last, under its own name): the **reproduced** row
 (mean and sample std over seeds of the runs' metrics.json, as the ablation table), then the method's
 **reported** rows, one per source. Columns (MAIN_COLUMNS): dataset, method, kind (reproduced |
-reported), configuration (the ablation file trained), source, features (the feature family), n_seeds,
+reported), configuration (the ablation file trained), source, features (the feature family and, on a
+reproduced row, where the features come from: prvr.config_data.family_label), features_match (on a
+reported row of the run's dataset: whether its family is the one trained here; a number of another
+family is not a comparison), n_seeds,
 seeds, R@1 ... SumR and their _std, selection (the split the epoch was chosen on), tie_rule,
 queries_not_evaluated, the cost columns, sources_disagree, note.
 
@@ -29,153 +32,19 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
-from prvr.config_data import RELEASED_SOURCES
+from prvr.config_data import family_label, family_of
 from prvr.errors import PrvrError
 from prvr.io import write_json, write_text
+from prvr.reporting.reported import DATASETS, Reported, ReportedRow, disagreements, load_reported  # noqa: F401
 from prvr.reporting.tables import METRICS, summarise
-from prvr.yaml_files import read_yaml_mapping
 
-DATASETS = ("tvr", "activitynet", "charades")  # the benchmarks with reported numbers
-LIMITS = {"R@1": 100.0, "R@5": 100.0, "R@10": 100.0, "R@100": 100.0, "SumR": 400.0}
-SUM_TOLERANCE = 0.25  # four values rounded to 0.1 may sum 0.2 away from the rounded SumR
 NOT_MEASURED = "not measured"
-MAIN_COLUMNS = ["dataset", "method", "kind", "configuration", "source", "features", "n_seeds", "seeds",
+MAIN_COLUMNS = ["dataset", "method", "kind", "configuration", "source", "features", "features_match", "n_seeds", "seeds",
                 *METRICS, *(f"{m}_std" for m in METRICS), "selection", "tie_rule", "queries_not_evaluated",
                 "params_M", "train_params_M", "train_step_s", "eval_s", "costs_measured_on",
                 "sources_disagree", "note"]
-
-
-# ------------------------------------------------------------------------------- reported numbers
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    trained: str | None  # the ablation file trained for it; None: reported rows only
-
-
-@dataclass(frozen=True)
-class Source:
-    key: str
-    label: str
-    reference: str
-
-
-@dataclass(frozen=True)
-class ReportedRow:
-    dataset: str
-    method: str
-    source: str  # a key of Reported.sources
-    metrics: dict  # the metrics the source gives (SumR always)
-    features: str = ""
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class Reported:
-    methods: tuple[Method, ...]
-    sources: dict[str, Source]
-    rows: tuple[ReportedRow, ...]
-
-    def method_of(self, configuration: str) -> str:
-        """The method a trained configuration stands for (its own name when no method names it)."""
-        return next((m.name for m in self.methods if m.trained == configuration), configuration)
-
-
-def _text(value, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise PrvrError(f"{where}: expected a non-empty string, got {value!r}")
-    return value
-
-
-def _mapping(value, where: str, allowed: set[str] | None, required: set[str] = frozenset()) -> dict:
-    """`value` if it is a mapping with only `allowed` keys (None: any) and every `required` one."""
-    if not isinstance(value, dict):
-        raise PrvrError(f"{where}: expected a mapping, got {type(value).__name__}")
-    for key in value:
-        if allowed is not None and key not in allowed:
-            raise PrvrError(f"{where}.{key}: unknown key (known: {', '.join(sorted(map(str, allowed)))})")
-    for key in sorted(required - set(value)):
-        raise PrvrError(f"{where}.{key}: missing")
-    return value
-
-
-def _methods(value, where: str) -> tuple[Method, ...]:
-    if not isinstance(value, list) or not value:
-        raise PrvrError(f"{where}: expected a non-empty list of {{name, trained}}")
-    methods = []
-    for i, item in enumerate(value):
-        at = f"{where}[{i}]"
-        _mapping(item, at, {"name", "trained"}, {"name", "trained"})
-        trained = item["trained"]
-        if trained is not None:
-            _text(trained, f"{at}.trained")
-        methods.append(Method(_text(item["name"], f"{at}.name"), trained))
-    for field in ("name", "trained"):
-        values = [getattr(m, field) for m in methods if getattr(m, field) is not None]
-        if len(set(values)) != len(values):
-            raise PrvrError(f"{where}: {field} repeated: {sorted({v for v in values if values.count(v) > 1})}")
-    return tuple(methods)
-
-
-def _metrics(entry: dict, where: str) -> dict:
-    metrics = {}
-    for name in METRICS:
-        value = entry.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= LIMITS[name]:
-            raise PrvrError(f"{where}.{name}: expected a number in [0, {LIMITS[name]:g}], got {value!r}")
-        metrics[name] = float(value)
-    if "SumR" not in metrics:
-        raise PrvrError(f"{where}.SumR: missing (every reported row needs at least SumR)")
-    recalls = [metrics.get(k) for k in METRICS[:-1]]
-    known = [r for r in recalls if r is not None]
-    if known != sorted(known):
-        raise PrvrError(f"{where}: R@K must not decrease with K, got {known}")
-    if None not in recalls and abs(sum(recalls) - metrics["SumR"]) > SUM_TOLERANCE:
-        raise PrvrError(f"{where}.SumR: {metrics['SumR']} is not R@1 + R@5 + R@10 + R@100 = {sum(recalls):.1f}")
-    return metrics
-
-
-def load_reported(path: str | Path) -> Reported:
-    """config/reported.yaml as a checked `Reported`; any malformed entry is one line naming file and key."""
-    data = _mapping(read_yaml_mapping(path), str(path), {"methods", "sources", "reported"},
-                    {"methods", "sources", "reported"})
-    methods = _methods(data["methods"], f"{path}: methods")
-    sources = {}
-    for key, item in _mapping(data["sources"], f"{path}: sources", None).items():
-        at = f"{path}: sources.{key}"
-        _mapping(item, at, {"label", "reference"}, {"label", "reference"})
-        sources[key] = Source(key, _text(item["label"], f"{at}.label"), _text(item["reference"], f"{at}.reference"))
-    rows = []
-    names = {m.name for m in methods}
-    for dataset, by_method in _mapping(data["reported"], f"{path}: reported", set(DATASETS)).items():
-        for method, by_source in _mapping(by_method, f"{path}: reported.{dataset}", names).items():
-            for source, entry in _mapping(by_source, f"{path}: reported.{dataset}.{method}", set(sources)).items():
-                at = f"{path}: reported.{dataset}.{method}.{source}"
-                _mapping(entry, at, {"features", "note", *METRICS}, {"SumR"})
-                extras = {k: _text(entry[k], f"{at}.{k}") for k in ("features", "note") if k in entry}
-                rows.append(ReportedRow(dataset, method, source, _metrics(entry, at), **extras))
-    return Reported(methods, sources, tuple(rows))
-
-
-def disagreements(rows: list[ReportedRow], sources: dict[str, Source]) -> dict[int, str]:
-    """Per row index: the other sources of its method and dataset whose numbers differ from its own."""
-    flags = {}
-    for i, row in enumerate(rows):
-        parts = []
-        for other in rows:
-            if other is row or (other.dataset, other.method) != (row.dataset, row.method):
-                continue
-            differ = [f"{m} {other.metrics[m]:.1f}" for m in METRICS
-                      if m in row.metrics and m in other.metrics and abs(row.metrics[m] - other.metrics[m]) > 1e-9]
-            if differ:
-                parts.append(f"{sources[other.source].label}: {', '.join(differ)}")
-        flags[i] = "; ".join(parts)
-    return flags
 
 
 # -------------------------------------------------------------------------------- reproduced rows
@@ -185,9 +54,8 @@ def read_run(path: str | Path) -> dict:
     try:
         record = json.loads(Path(path).read_text())
         clip = record["provenance"]["config"]["clip"]
-        videos = record["provenance"]["config"].get("data", {}).get("videos")
-        features = ("released features" if videos in RELEASED_SOURCES else
-                    f"CLIP {clip['model']} ({clip['pretrained'] or 'pretrained in the DAG'})")
+        data = record["provenance"]["config"].get("data", {})
+        features = family_label(data.get("feature_family"), data.get("videos"), clip["model"], clip["pretrained"])
         return {"metrics": record["metrics"], "seed": record["provenance"]["seed"],
                 "selection": record["selection"], "tie_rule": record["tie_rule"],
                 "queries_without_video": record.get("queries_without_video"), "features": features}
@@ -195,6 +63,25 @@ def read_run(path: str | Path) -> dict:
         raise PrvrError(f"{path}: metrics file not found") from None
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
         raise PrvrError(f"{path}: not a metrics file of prvr evaluate ({type(err).__name__}: {err})") from None
+
+
+# the main-table method of each release format of prvr.checkpoints (names of config/reported.yaml)
+RELEASE_METHODS = {"msc": "MSC (this paper)", "gmmformer_v2": "GMMFormer v2", "gmmformer_v1": "GMMFormer",
+                   "ms_sl": "MS-SL", "dl_dkd": "DL-DKD"}
+
+
+def released_row(release: str, path, dataset: str) -> dict:
+    """A release's own checkpoint, imported and evaluated here (one file: no seeds, no std)."""
+    run = read_run(path)
+    record = json.loads(Path(path).read_text())
+    imported = record.get("imported_from") or {}
+    return {"dataset": dataset, "method": RELEASE_METHODS.get(release, release), "kind": "released checkpoint",
+            "configuration": f"{release} checkpoint", "source": "released checkpoint, evaluated here",
+            "features": run["features"], "n_seeds": 1, "seeds": "" if run["seed"] is None else str(run["seed"]),
+            **{m: run["metrics"][m] for m in METRICS}, "selection": run["selection"], "tie_rule": run["tie_rule"],
+            "queries_not_evaluated": run["queries_without_video"],
+            "note": f"{imported.get('file', '')} (sha256 {str(imported.get('sha256', ''))[:12]}, "
+                    f"epoch {imported.get('epoch')})"}
 
 
 def _joined(runs: list[dict], key: str) -> str:
@@ -287,34 +174,55 @@ def cost_cells(configuration: str, params: tuple[int, int] | None, costs: dict |
 
 # -------------------------------------------------------------------------------------- the table
 
-def _reported_cells(row: ReportedRow, reported: Reported, flag: str) -> dict:
+def features_match(reported_features: str, trained_features: str | None) -> str:
+    """How a reported row's feature family compares with the row trained here for its method (or,
+    without one, with the run's features): a number of another family is not a comparison."""
+    if not trained_features:
+        return ""
+    if not reported_features or reported_features == "not stated":
+        return "features not stated"
+    ours = " / ".join(sorted({family_of(f) for f in trained_features.split(" / ")}))
+    if family_of(reported_features) == ours:
+        return "same family as trained here"
+    return f"other family: {family_of(reported_features)} reported, {ours} trained here"
+
+
+def _reported_cells(row: ReportedRow, reported: Reported, flag: str, trained_features: str | None) -> dict:
     source = reported.sources[row.source]
     return {"dataset": row.dataset, "method": row.method, "kind": "reported", "source": source.label,
-            "features": row.features, **{m: row.metrics.get(m, "") for m in METRICS},
+            "features": row.features, "features_match": features_match(row.features, trained_features),
+            **{m: row.metrics.get(m, "") for m in METRICS},
             "sources_disagree": flag, "note": "; ".join(x for x in (row.note, source.reference) if x)}
 
 
 def main_table(trained: dict[str, list], reported: Reported, dataset: str,
                params: dict[str, tuple[int, int]] | None = None, costs: dict | None = None,
-               ablation_sha256: dict[str, str] | None = None, notes: dict[str, str] | None = None):
+               ablation_sha256: dict[str, str] | None = None, notes: dict[str, str] | None = None,
+               released: dict[str, str | Path] | None = None):
     """The main table as a pandas DataFrame (columns MAIN_COLUMNS, empty cells ""): `trained` maps a
     configuration to its seeds' metrics files (config main_table order), `params` to its
     count_parameters, `ablation_sha256` to its ablation file's hash (a bench row of another file
-    is not used), `notes` to a description."""
+    is not used), `notes` to a description, `released` a release format to its imported checkpoint's
+    metrics.json (rows of kind "released checkpoint", after the method's reproduced row)."""
     import pandas as pd
 
     reproduced = {name: {**reproduced_row(name, reported.method_of(name), paths, dataset),
                          **cost_cells(name, (params or {}).get(name), costs, (ablation_sha256 or {}).get(name)),
                          "note": (notes or {}).get(name, "")}
                   for name, paths in trained.items()}
+    released_rows = [released_row(name, path, dataset) for name, path in (released or {}).items()]
     flags = disagreements(list(reported.rows), reported.sources)
     order = [m.name for m in reported.methods]
-    order += [r["method"] for r in reproduced.values() if r["method"] not in order]
+    order += [r["method"] for r in [*reproduced.values(), *released_rows] if r["method"] not in order]
+    run_features = " / ".join(sorted({r["features"] for r in [*reproduced.values(), *released_rows]})) or None
     rows = []
     for ds in dict.fromkeys([dataset, *DATASETS]):
         for method in order:
-            rows += [r for r in reproduced.values() if ds == dataset and r["method"] == method]
-            rows += [_reported_cells(r, reported, flags[i]) for i, r in enumerate(reported.rows)
+            own = [r for r in reproduced.values() if ds == dataset and r["method"] == method]
+            own += [r for r in released_rows if ds == dataset and r["method"] == method]
+            trained_features = (" / ".join(r["features"] for r in own) or run_features) if ds == dataset else None
+            rows += own
+            rows += [_reported_cells(r, reported, flags[i], trained_features) for i, r in enumerate(reported.rows)
                      if (r.dataset, r.method) == (ds, method)]
     return pd.DataFrame([{c: r.get(c, "") for c in MAIN_COLUMNS} for r in rows], columns=MAIN_COLUMNS, dtype=object)
 

@@ -1,7 +1,8 @@
 """Benchmark annotations as one common table of queries (written as MS-SL caption files by
 prvr.store.splits).
 
-Readers for TVR (jsonl, also the demo corpus), ActivityNet Captions (json) and Charades-STA (txt);
+Readers for TVR (jsonl, also the demo corpus), ActivityNet Captions (json), Charades-STA (txt) and
+QVHighlights (moment_detr's jsonl);
 each returns `Query` rows in file order. caption_id = f"{vid}#enc#{k}" where k is, for TVR, the
 query's position among that video's rows; for ActivityNet, the sentence index; for Charades-STA,
 the position among that video's lines. Descriptions are whitespace-normalised (one line).
@@ -96,10 +97,8 @@ def _check_policy(bad_spans: str) -> None:
         raise AnnotationError(f"bad_spans must be one of {', '.join(SPAN_POLICIES)}, got {bad_spans!r}")
 
 
-def read_tvr_jsonl(path: str | Path, bad_spans: str = "error") -> list[Query]:
-    """TVR release jsonl (and the demo corpus): {"vid_name", "duration", "ts", "desc", "desc_id"}."""
-    path, counts, seen, queries = Path(path), defaultdict(int), {}, []
-    _check_policy(bad_spans)
+def _json_rows(path: Path, fields: tuple[str, ...]):
+    """(line number, "<file>:<line>", row) of a JSON-lines file whose rows have every one of `fields`."""
     for line, text in text_lines(path):
         where = f"{path}:{line}"
         try:
@@ -110,9 +109,17 @@ def read_tvr_jsonl(path: str | Path, bad_spans: str = "error") -> list[Query]:
             fail(where, f"duplicate key {err.args[0]!r} in one object (JSON keeps the last value silently)")
         if not isinstance(row, dict):
             fail(where, "expected a JSON object")
-        for name in ("vid_name", "duration", "ts", "desc", "desc_id"):
+        for name in fields:
             if name not in row:
                 fail(where, f"missing field {name!r}")
+        yield line, where, row
+
+
+def read_tvr_jsonl(path: str | Path, bad_spans: str = "error") -> list[Query]:
+    """TVR release jsonl (and the demo corpus): {"vid_name", "duration", "ts", "desc", "desc_id"}."""
+    path, counts, seen, queries = Path(path), defaultdict(int), {}, []
+    _check_policy(bad_spans)
+    for line, where, row in _json_rows(path, ("vid_name", "duration", "ts", "desc", "desc_id")):
         vid, ts, desc_id = row["vid_name"], row["ts"], row["desc_id"]
         check_video_id(vid, where)
         if not isinstance(ts, list) or len(ts) != 2:
@@ -203,13 +210,44 @@ def read_charades_sta(path: str | Path, durations: Mapping[str, float] | None = 
 
 
 # a new format: its reader here and its name in the choices of prvr.config_data.SplitSource.format
-READERS = {"tvr": read_tvr_jsonl, "activitynet": read_activitynet_json, "charades": read_charades_sta}
+def read_qvhighlights_jsonl(path: str | Path, bad_spans: str = "error") -> list[Query]:
+    """QVHighlights (moment_detr's highlight_{train,val}_release.jsonl): {"qid", "query", "duration",
+    "vid", "relevant_windows": [[start, end], ...]}; desc_id = qid, k = the query's position among its
+    video's rows. A query may have several windows: its span is the earliest one (PRVR ranks videos;
+    the span feeds only the moment diagnostics). The test release has no windows (its labels are
+    not public): a row without them is an error that says to report the val file instead."""
+    path, counts, seen, queries = Path(path), defaultdict(int), {}, []
+    _check_policy(bad_spans)
+    for line, where, row in _json_rows(path, ("qid", "query", "duration", "vid")):
+        vid, qid, windows = row["vid"], row["qid"], row.get("relevant_windows")
+        check_video_id(vid, where)
+        if isinstance(qid, bool) or not isinstance(qid, int):
+            fail(where, f"qid must be an integer, got {qid!r}"[:200])
+        if qid in seen:
+            fail(where, f"duplicate qid {qid} (first at line {seen[qid]})")
+        seen[qid] = line
+        if not windows:
+            fail(where, "no relevant_windows (QVHighlights' test labels are not public: its val file is the "
+                        "reported split, as in the authors' code)")
+        if not isinstance(windows, list) or not all(isinstance(w, list) and len(w) == 2 for w in windows):
+            fail(where, f"relevant_windows must be [[start, end], ...], got {windows!r}"[:200])
+        duration = _number(row["duration"], "duration", where)
+        spans = sorted(_span(_number(a, "relevant_windows", where), _number(b, "relevant_windows", where),
+                             duration, bad_spans, where) for a, b in windows)
+        queries.append(Query(vid, duration, *spans[0], _clean_desc(row["query"], where), qid,
+                             caption_id(vid, counts[vid])))
+        counts[vid] += 1
+    return queries
+
+
+READERS = {"tvr": read_tvr_jsonl, "activitynet": read_activitynet_json, "charades": read_charades_sta,
+           "qvhighlights": read_qvhighlights_jsonl}
 FORMATS = tuple(READERS)
 
 
 def read_annotations(path: str | Path, fmt: str, **options) -> list[Query]:
-    """Read any supported format: "tvr" (also the demo corpus), "activitynet" or "charades"; an unknown
-    one is an AnnotationError naming the file, never another format's reader."""
+    """Read any supported format: "tvr" (also the demo corpus), "activitynet", "charades" or
+    "qvhighlights"; an unknown one is an AnnotationError naming the file, never another format's reader."""
     if fmt not in READERS:
         raise AnnotationError(f"{path}: unknown annotation format {fmt!r} (known: {', '.join(FORMATS)})")
     return READERS[fmt](path, **options)

@@ -5,7 +5,8 @@ prvr.sources.released.import_released (videos and captions present, dimensions, 
 first bad id named):
 
     paths = bigfile_layout("/data/ms-sl", "tvr", "i3d_resnet")   # bigfile_dir, text_h5, caption_files
-    import_bigfile_release(**paths, out_video_h5="tvr_video.h5", out_text_h5="tvr_text.h5", input_dim=2048)
+    import_bigfile_release(**paths, out_video_h5="tvr_video.h5", out_text_h5="tvr_text.h5",
+                           input_dim=3072, text_input_dim=768)
 """
 from __future__ import annotations
 
@@ -45,21 +46,24 @@ def _text_dim(text_h5: Path, caption_files: Mapping[str, str | Path]) -> tuple[s
 
 def import_bigfile_release(bigfile_dir: str | Path, text_h5: str | Path, caption_files: Mapping[str, str | Path],
                            out_video_h5: str | Path, out_text_h5: str | Path, input_dim: int,
-                           video_prefix: str | None = None, progress: bool = True) -> dict:
+                           text_input_dim: int | None = None, video_prefix: str | None = None,
+                           progress: bool = True) -> dict:
     """Validate MS-SL's BigFile folder and RoBERTa caption HDF5 against the caption files and import
     them into our layout (prvr.sources.released.import_released: ids, dimensions, finite values, one pass).
-    Both must have `input_dim` (model.input_dim: the models read frames and captions of one dimension);
-    a folder or file of another dimension is a FeatureError naming it before anything is read."""
+    The frames must have `input_dim` (model.input_dim) and the captions `text_input_dim`
+    (model.text_input_dim; None: input_dim); a folder or file of another dimension is a FeatureError
+    naming it and the key to set before anything is read."""
+    text_dim = input_dim if text_input_dim is None else text_input_dim
     with BigFile(bigfile_dir) as bigfile:
         if bigfile.dim != input_dim:
             raise FeatureError(f"{bigfile.folder}: BigFile rows have dimension {bigfile.dim}, but "
                                f"model.input_dim is {input_dim} (set it to the feature's dimension)")
     first = _text_dim(Path(text_h5), caption_files)
-    if first is not None and first[1] != input_dim:
-        raise FeatureError(f"{text_h5}: caption {first[0]!r} has dimension {first[1]}, but model.input_dim is "
-                           f"{input_dim}: the models read frames and captions of one dimension "
-                           f"(here {input_dim} for the BigFile rows)")
+    if first is not None and first[1] != text_dim:
+        key = "model.text_input_dim" if text_input_dim is not None else "model.text_input_dim (unset: model.input_dim)"
+        raise FeatureError(f"{text_h5}: caption {first[0]!r} has dimension {first[1]}, but {key} is {text_dim} "
+                           f"(set model.text_input_dim to the caption features' dimension)")
     summary = import_released(bigfile_dir, text_h5, caption_files, out_video_h5, out_text_h5,
-                              video_dim=input_dim, text_dim=input_dim, video_prefix=video_prefix,
+                              video_dim=input_dim, text_dim=text_dim, video_prefix=video_prefix,
                               progress=progress)
     return {**summary, "source": "released_bigfile"}

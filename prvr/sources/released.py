@@ -147,10 +147,12 @@ class _Release:
     """Caption files indexed, both stores open, ids and shapes checked (passes 1 and 2 above)."""
 
     def __init__(self, video_h5, text_h5, caption_files: Mapping[str, str | Path], expected_dim=None,
-                 video_dim=None, text_dim=None, video_prefix=None, progress=True):
+                 video_dim=None, text_dim=None, video_prefix=None, progress=True, other_caption_key=None):
         if not caption_files:
             raise AnnotationError("validate_released: no caption files given")
         self.video_prefix = video_prefix or None
+        self.other_caption_key = other_caption_key  # cap id -> the file's key when the id itself is absent
+        self.caption_keys: dict[str, str] = {}
         self.progress = progress
         self.splits: dict[str, dict] = {}
         self.videos: dict[str, str] = {}   # caption-file video id -> its key in the video store
@@ -240,6 +242,10 @@ class _Release:
                 video_dtypes.add(str(meta[1]))
             if cap_id not in self.captions_seen:
                 meta = self.text.meta(cap_id)
+                self.caption_keys[cap_id] = cap_id
+                if meta is None and self.other_caption_key is not None:
+                    self.caption_keys[cap_id] = self.other_caption_key(cap_id)
+                    meta = self.text.meta(self.caption_keys[cap_id])
                 if meta is None:
                     raise UnknownIdError(f"{self.text_path}: caption {cap_id!r} (in {file_name}) not found")
                 self._check_meta(self.text_path, f"caption {cap_id!r}", meta, tdim, tsource)
@@ -265,7 +271,7 @@ class _Release:
         """(caption id, float32 (L, D)) in caption-file order, each checked finite."""
         for cap_id in tqdm(self.captions, desc=f"captions {self.text_path.name}", unit="caption",
                            disable=not self.progress, mininterval=2):
-            array = np.asarray(self.text.read(cap_id), dtype=np.float32)
+            array = np.asarray(self.text.read(self.caption_keys[cap_id]), dtype=np.float32)
             _finite(array, f"{self.text_path}: caption {cap_id!r}")
             yield cap_id, array
 
@@ -284,7 +290,7 @@ def _stats(values: list[int]) -> dict:
 
 def validate_released(video_h5, text_h5, caption_files: Mapping[str, str | Path], expected_dim: int | None = None,
                       *, video_dim: int | None = None, text_dim: int | None = None,
-                      video_prefix: str | None = None, progress: bool = True) -> dict:
+                      video_prefix: str | None = None, progress: bool = True, other_caption_key=None) -> dict:
     """Check released features against their caption files before any training (see the module doc);
     the first problem raises a one-line PrvrError naming the file and the id. Returns a summary:
 
@@ -295,7 +301,8 @@ def validate_released(video_h5, text_h5, caption_files: Mapping[str, str | Path]
     video_h5: an HDF5 file (the authors' layout) or a BigFile folder. video_prefix: the prefix of
     caption-file video ids that the video keys lack ("v_" for the authors' ActivityNet).
     """
-    release = _Release(video_h5, text_h5, caption_files, expected_dim, video_dim, text_dim, video_prefix, progress)
+    release = _Release(video_h5, text_h5, caption_files, expected_dim, video_dim, text_dim, video_prefix, progress,
+                       other_caption_key)
     try:
         for _ in release.iter_videos():
             pass
@@ -308,16 +315,19 @@ def validate_released(video_h5, text_h5, caption_files: Mapping[str, str | Path]
 
 def import_released(video_h5, text_h5, caption_files: Mapping[str, str | Path], out_video_h5, out_text_h5,
                     expected_dim: int | None = None, *, video_dim: int | None = None, text_dim: int | None = None,
-                    video_prefix: str | None = None, progress: bool = True) -> dict:
+                    video_prefix: str | None = None, progress: bool = True, other_caption_key=None) -> dict:
     """Validate (as validate_released, in the same single pass) and write our layout: the entries the
     caption files use, keyed as in the caption files (the "v_" put back), float32, each caption with
     `eot_index` = L - 1, provenance in the file attributes. Streamed, one dataset at a time; both outputs
-    appear only when both are complete. Returns validate_released's summary with the output paths."""
+    appear only when both are complete. other_caption_key: the key to try where a caption id is not in
+    the text file (DL-DKD's teacher file: "<vid>#<k>"). Returns validate_released's summary with the
+    output paths."""
     sources = {Path(video_h5).resolve(), Path(text_h5).resolve()}
     for out in (out_video_h5, out_text_h5):
         if Path(out).resolve() in sources:
             raise FeatureStoreError(f"{out}: import_released would overwrite its own input")
-    release = _Release(video_h5, text_h5, caption_files, expected_dim, video_dim, text_dim, video_prefix, progress)
+    release = _Release(video_h5, text_h5, caption_files, expected_dim, video_dim, text_dim, video_prefix, progress,
+                       other_caption_key)
     try:
         common = {"source": "released", "video_prefix": video_prefix or "",
                   "caption_files": {s: info["file"] for s, info in release.splits.items()}}

@@ -30,8 +30,10 @@ import torch
 from tqdm import tqdm
 
 from prvr.config import Config, to_dict, training_settings
+from prvr.config_checks import training_problems
 from prvr.store.splits import check_disjoint_splits
 from prvr.data.dataset import PRVRDataset, collate_videos
+from prvr.data.teacher import TeacherFeatures
 from prvr.store.feature_cache import open_cache
 from prvr.errors import AnnotationError, ConfigError
 from prvr.evaluation.evaluate import evaluate_split, score_branches
@@ -62,10 +64,13 @@ class TrainData:
     video_feats: Path
     text_feats: Path
     feature_cache: Path | None = None
+    teacher_video: Path | None = None  # DL-DKD's own CLIP teacher (prvr.data.teacher), imported stores
+    teacher_text: Path | None = None
 
     def __post_init__(self):
-        if self.feature_cache is None:
-            del self.feature_cache  # reads as the class default None; not an input in vars(data)
+        for optional in ("feature_cache", "teacher_video", "teacher_text"):
+            if getattr(self, optional) is None:
+                delattr(self, optional)  # reads as the class default None; not an input in vars(data)
 
 
 def seed_everything(seed: int) -> None:
@@ -139,6 +144,8 @@ def train(cfg: Config, seed: int, data: TrainData, out_dir: str | Path) -> dict:
         torch.set_num_threads(cfg.train.num_threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(seed)
+    for key, problem in training_problems(cfg)[:1]:
+        raise ConfigError(f"training config: {key}: {problem}", key)
     train_set, val_set = _splits(cfg, data)
     check_disjoint_splits({str(data.train_captions): train_set.index.videos,
                            str(data.val_captions): val_set.index.videos})  # selection on trained videos
@@ -182,13 +189,18 @@ def train(cfg: Config, seed: int, data: TrainData, out_dir: str | Path) -> dict:
 
 
 def _splits(cfg: Config, data: TrainData) -> tuple[PRVRDataset, PRVRDataset]:
-    """The train and val datasets: from the feature cache when data has one, else from the stores."""
+    """The train and val datasets: from the feature cache when data has one, else from the stores;
+    the train set reads DL-DKD's own teacher files beside it when data has them."""
     if data.feature_cache is None:
-        return (PRVRDataset.for_model(data.train_captions, data.video_feats, data.text_feats, cfg.model),
-                PRVRDataset.for_model(data.val_captions, data.video_feats, data.text_feats, cfg.model))
-    cache = open_cache(data.feature_cache, [data.train_captions, data.val_captions], data.video_feats,
-                       data.text_feats, cfg.model.frame_tokens, cfg.model.max_query_len)
-    return PRVRDataset.from_cache(cache, data.train_captions), PRVRDataset.from_cache(cache, data.val_captions)
+        train_set = PRVRDataset.for_model(data.train_captions, data.video_feats, data.text_feats, cfg.model)
+        val_set = PRVRDataset.for_model(data.val_captions, data.video_feats, data.text_feats, cfg.model)
+    else:
+        cache = open_cache(data.feature_cache, [data.train_captions, data.val_captions], data.video_feats,
+                           data.text_feats, cfg.model.frame_tokens, cfg.model.max_query_len)
+        train_set, val_set = PRVRDataset.from_cache(cache, data.train_captions), PRVRDataset.from_cache(cache, data.val_captions)
+    if data.teacher_video is not None and data.teacher_text is not None:
+        train_set.teacher = TeacherFeatures(data.teacher_video, data.teacher_text, cfg.model.frame_tokens)
+    return train_set, val_set
 
 
 def run_identity(cfg: Config, seed: int, data: TrainData) -> dict:

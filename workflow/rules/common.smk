@@ -50,6 +50,8 @@ SPLITS = ["train", "val", "test"]
 DEMO = CFG.dataset == "demo"
 RELEASED = CFG.data.videos in RELEASED_SOURCES  # features come ready-made
 SOURCE = CFG.data.videos
+CHECKPOINT_FORMATS = list(config["checkpoints"])  # msc, gmmformer_v2, gmmformer_v1, ms_sl, dl_dkd
+CHECKPOINTS = {fmt: path for fmt, path in config["checkpoints"].items() if path}  # released files to evaluate
 
 
 def ablation_file(wildcards):
@@ -123,6 +125,14 @@ def run_cache(wildcards):
     return {"cache": f"{DATA}/cache/ft{model.frame_tokens}_q{model.max_query_len}"}
 
 
+def teacher_files(wildcards):
+    """DL-DKD's own CLIP teacher stores (data.teacher_video_h5 / teacher_text_h5, imported) for a
+    dl_dkd row when they are configured; nothing for any other row."""
+    if not CFG.data.teacher_video_h5 or row_config(wildcards.ablation).model.name != "dl_dkd":
+        return {}
+    return {"teacher_video": f"{DATA}/features/teacher_video.h5", "teacher_text": f"{DATA}/features/teacher_text.h5"}
+
+
 def cache_captions(wildcards):
     """The caption files the cache holds: every split (no val under eval.selection reported_split)."""
     splits = ["train", "test"] if CFG.eval.selection == "reported_split" else SPLITS
@@ -177,13 +187,15 @@ def costs_file():
 
 
 def main_table_inputs(wildcards):
-    """Every main_table row's metrics (all seeds), ablation file and parameter count, reported.yaml,
-    and the bench costs file when there is one."""
+    """Every main_table row's metrics (all seeds), ablation file and parameter count, each configured
+    released checkpoint's metrics, reported.yaml, and the bench costs file when there is one."""
     inputs = {"reported": str(REPORTED), **costs_file()}
     for name in CFG.main_table:
         inputs[f"metrics_{name}"] = run_files(name, "metrics.json")
         inputs[f"ablation_{name}"] = str(ABLATION_DIR / f"{name}.yaml")
         inputs[f"params_{name}"] = f"{DATA}/runs/{name}/parameters.json"
+    for release in CHECKPOINTS:  # released checkpoints, evaluated here
+        inputs[f"released_{release}"] = f"{DATA}/released/{release}/metrics.json"
     return inputs
 
 
@@ -204,7 +216,7 @@ def benchmark_files(wildcards):
     """The benchmark files of a run, by job name: every training, and the corpus and
     tiny-CLIP pretraining where the DAG makes them."""
     files = {f"train {n} seed {s}": f"benchmarks/train/{n}/seed{s}.tsv" for n in TRAINED for s in config["seeds"]}
-    if config["clip"]["pretrained"] is None:
+    if config["clip"]["pretrained"] is None and not RELEASED:  # released features: no CLIP is built
         files["pretrain_clip"] = "benchmarks/pretrain_clip.tsv"
     if DEMO:
         files["generate_corpus"] = "benchmarks/generate_corpus.tsv"

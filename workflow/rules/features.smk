@@ -116,3 +116,21 @@ rule feature_cache:
         "../../envs/train.yaml"
     script:
         "../scripts/feature_cache.py"
+
+
+if config["data"]["teacher_video_h5"]:
+
+    rule import_teacher:
+        input:
+            captions=f"{DATA}/captions/train.caption.txt",
+            video_h5=config["data"]["teacher_video_h5"],
+            text_h5=config["data"]["teacher_text_h5"],
+        output:
+            video=f"{DATA}/features/teacher_video.h5",
+            text=f"{DATA}/features/teacher_text.h5",
+        log:
+            "logs/import_teacher.log",
+        conda:
+            "../../envs/features.yaml"
+        script:
+            "../scripts/import_teacher.py"

@@ -50,6 +50,7 @@ rule main_table:
         latex="results/main_table.tex",
     params:
         rows=config["main_table"],
+        released=list(CHECKPOINTS),
         dataset=config["dataset"],
     log:
         "logs/main_table.log",

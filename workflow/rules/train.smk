@@ -4,6 +4,7 @@
 rule train:
     input:
         unpack(run_cache),
+        unpack(teacher_files),
         ablation=ablation_file,
         train_captions=f"{DATA}/captions/train.caption.txt",
         val_captions=val_captions,

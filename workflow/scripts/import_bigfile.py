@@ -12,6 +12,7 @@ def main(smk, cfg):
     captions = {Path(p).name.split(".")[0]: Path(p) for p in smk.input.captions}
     print(import_bigfile_release(smk.input.bigfile_dir, smk.input.text_h5, captions, Path(smk.output.video_feats),
                                  Path(smk.output.text_feats), input_dim=cfg.model.input_dim,
+                                 text_input_dim=cfg.model.text_input_dim,
                                  video_prefix=cfg.data.released_video_prefix, progress=True))
 
 

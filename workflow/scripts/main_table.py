@@ -24,8 +24,10 @@ def main(smk, cfg):
         params={name: read_parameters(inp[f"params_{name}"]) for name in rows},
         costs=read_costs(costs_path) if costs_path else None,
         ablation_sha256={name: sha256_file(path) for name, path in ablations.items()},
-        notes={name: str(load_yaml(path).get("description", "")) for name, path in ablations.items()})
+        notes={name: str(load_yaml(path).get("description", "")) for name, path in ablations.items()},
+        released={name: inp[f"released_{name}"] for name in smk.params.released})
     sources = {"trained": trained, "parameters": {name: inp[f"params_{name}"] for name in rows},
+               "released": {name: inp[f"released_{name}"] for name in smk.params.released},
                "reported": str(inp.reported), "costs": str(costs_path) if costs_path else None,
                "reported_sources": {s.key: s.reference for s in reported.sources.values()}}
     write_main_table(frame, smk.output.table, sources)
