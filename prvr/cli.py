@@ -17,6 +17,8 @@
     prvr clean-stale --results results [--dry-run]   (remove set-aside checkpoints.stale-N folders)
     prvr import-checkpoint --format ms_sl model.ckpt --out model.pt [--config base.yaml]   (a release's checkpoint)
     prvr check-config [--configfile my.yaml ...] [key=value ...]   (the workflow's checks, without Snakemake)
+    prvr index my_videos/ --model run/model.pt --out my_index [--clip-weights tiny_clip.pt]   (search own videos)
+    prvr search my_index "a red circle spins" [-k 10] [--json]
 
 Errors from bad input print one line (`prvr: error: ...`) and exit with status 1.
 """
@@ -157,6 +159,24 @@ def _cmd_import_checkpoint(a):
           f"{done['tensors']} tensors onto {done['prvr_tensors']}{unused})")
 
 
+def _cmd_index(a):
+    from prvr.search import index_videos
+    done = index_videos(a.videos, a.model, a.out, clip_weights=a.clip_weights, workers=a.workers)
+    print(f"{a.out}: {done['indexed']} new, {done['changed']} changed, {done['unchanged']} unchanged, "
+          f"{len(done['broken'])} broken of {done['videos']} videos; {done['total_indexed']} in the index")
+
+
+def _cmd_search(a):
+    import json
+    from prvr.search import search
+    hits = search(a.index, a.query, k=a.k)
+    if a.json:
+        print(json.dumps([hit.to_dict() for hit in hits], indent=2))
+        return
+    for hit in hits:
+        print(f"{hit.rank:3d}  {hit.video}  {hit.score:.4f}  {hit.start:.1f}-{hit.end:.1f} s")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prvr", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -197,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("import-checkpoint", _cmd_import_checkpoint, (("file",), {"help": "their best.ckpt / model.ckpt"}), out,
         (("--format",), {"required": True, "choices": ("msc", "gmmformer_v2", "gmmformer_v1", "ms_sl", "dl_dkd")}),
         (("--config",), {"default": None, "help": "base config for what their file does not say"}))
+    add("index", _cmd_index, (("videos",), {"help": "a folder of videos or a list file (one path a line)"}),
+        (("--model",), {"required": True}), (("--out",), {"required": True, "help": "the index folder"}),
+        (("--clip-weights",), {"default": None, "help": "CLIP weights (default: the model's clip.pretrained)"}),
+        (("--workers",), {"type": int, "default": 1}))
+    add("search", _cmd_search, (("index",), {}), (("query",), {}), (("-k",), {"type": int, "default": 10}),
+        (("--json",), {"action": "store_true", "help": "print the hits as JSON"}))
     add("clean-stale", _cmd_clean_stale, (("--results",), {"default": "results"}),
         (("--dry-run",), {"action": "store_true", "help": "list them, remove nothing"}))
     return parser

@@ -14,6 +14,7 @@ LAYERS = [
     {"cli"},
     {"stages", "pipeline"},
     {"reporting"},
+    {"search"},
     {"checkpoints"},
     {"training"},
     {"losses", "evaluation", "features"},

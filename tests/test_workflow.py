@@ -264,3 +264,15 @@ def test_a_replaced_or_deleted_video_is_noticed(run, tmp_path):
         for video in videos[:4]:
             shutil.copy2(tmp_path / video.name, video)
     assert not reextracts()
+
+
+def test_search_target_indexes_the_test_videos_with_the_full_method(run):
+    """`snakemake results/search_agreement.json`: the test videos indexed with the last MSC row of
+    main_table (prvr.search), and how often search finds each test caption's video and moment."""
+    snakemake(run, "results/search_agreement.json")
+    result = json.loads((run / "results/search_agreement.json").read_text())
+    index = json.loads((run / "results/demo/search/index/index.json").read_text())
+    assert index["model"]["path"].endswith("runs/adaptive/seed1/model.pt")
+    test_videos = {json.loads(line)["vid_name"] for line in (run / "results/demo/annotations/test.jsonl").open()}
+    assert result["videos"] == len(test_videos) and 0 <= result["R@1"] <= result["R@10"] <= 100
+    assert 0 <= result["ratio 0.5"]["mean_iou"] <= 1 and "baseline" in result

@@ -1,0 +1,142 @@
+"""`index_videos`: encode a folder (or list) of one's own videos with a trained model into a search index.
+
+    summary = index_videos("my_videos/", "runs/full/seed1/model.pt", "my_index",
+                           clip_weights="results/demo/clip/tiny_clip.pt", workers=2)
+    # {"videos": 12, "indexed": 3, "unchanged": 8, "changed": 1, "broken": {"bad.mp4": "..."}}
+
+Per video (prvr.search.encoding, the pipeline's decoding, CLIP and resampling): the model's video
+encoder outputs its score reads (and frame_tokens), float16 by default, the duration and each frame
+token's time span (prvr.search.moments.token_spans), stored as prvr.search.store describes.
+
+Resumable: a video whose id is in the index with the same file content (sha256) is skipped; one
+whose content changed is encoded again (its old row is dropped). Videos are committed every
+`shard_size` videos, so an interrupted run keeps what it finished; without `clip_weights`, an
+existing index is extended with the CLIP weights it names. A file that cannot be read or
+decoded is listed (one line on stderr: file and reason) and skipped. An index is only extended
+with the same model, CLIP and settings it was built with (a one-line error otherwise).
+
+workers > 1: that many threads hash, decode and CLIP-encode the next videos while the main thread
+runs the model and writes (decoding releases the GIL; torch ops run in parallel).
+"""
+from __future__ import annotations
+
+import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from prvr.errors import PrvrError
+from prvr.provenance import sha256_file
+from prvr.search import store
+from prvr.search.encoding import SearchEncoder
+from prvr.search.inputs import list_videos
+from prvr.search.moments import token_spans
+from prvr.video.decoding import VideoDecodeError
+
+SHARD_SIZE = 64  # videos per shard, i.e. per commit of index.json
+DTYPES = ("float16", "float32")
+
+
+def index_videos(videos: str | Path, model_path: str | Path, out_index: str | Path,
+                 clip_weights: str | Path | None = None, workers: int = 1, shard_size: int = SHARD_SIZE,
+                 dtype: str = "float16") -> dict:
+    """Index the videos of a folder or list file into `out_index`; returns the counts and the broken files."""
+    if dtype not in DTYPES or workers < 1 or shard_size < 1:
+        raise PrvrError(f"index: dtype must be one of {DTYPES}, workers and shard_size >= 1 "
+                        f"(got {dtype!r}, {workers}, {shard_size})")
+    paths = list_videos(videos)
+    folder = Path(out_index)
+    if folder.exists() and not folder.is_dir():
+        raise PrvrError(f"{folder}: exists and is not a folder")
+    manifest = store.read_manifest(folder) if folder.is_dir() else None
+    if clip_weights is None and manifest is not None:
+        clip_weights = manifest["clip"]["weights"]  # extending an index: the CLIP it was built with
+    encoder = SearchEncoder.load(model_path, clip_weights)
+    wanted = {"format": store.FORMAT, **encoder.describe(), "keys": list(encoder.video_keys()), "dtype": dtype}
+    if manifest is not None:
+        store.check_same_encoder(folder, manifest, wanted)
+    manifest = {**wanted, "videos": (manifest or {}).get("videos", {})}
+    return _run(encoder, paths, folder, manifest, workers, shard_size)
+
+
+def _run(encoder: SearchEncoder, paths: dict[str, Path], folder: Path, manifest: dict, workers: int,
+         shard_size: int) -> dict:
+    counts = {"videos": len(paths), "indexed": 0, "unchanged": 0, "changed": 0}
+    broken: dict[str, str] = {}
+    pending: list[dict] = []
+    for vid, path, result in tqdm(_prepared(encoder, paths, manifest["videos"], workers), total=len(paths),
+                                  unit="video", desc=f"index {folder.name}"):
+        if isinstance(result, str):
+            if result == "unchanged":
+                counts["unchanged"] += 1
+            else:
+                broken[str(path)] = result
+                tqdm.write(f"prvr index: skipped {path}: {result}", file=sys.stderr)  # a line of its own
+            continue
+        counts["changed" if vid in manifest["videos"] else "indexed"] += 1
+        pending.append(_encoded(encoder, vid, path, *result))
+        if len(pending) >= shard_size:
+            _flush(folder, manifest, pending)
+    _flush(folder, manifest, pending)
+    if not folder.joinpath(store.MANIFEST).exists():
+        store.commit(folder, manifest)  # an index of broken or no videos still says what it is
+    return {**counts, "broken": broken, "total_indexed": len(manifest["videos"])}
+
+
+def _prepared(encoder: SearchEncoder, paths: dict[str, Path], known: dict, workers: int) -> Iterator[tuple]:
+    """(id, path, "unchanged" | a reason it is broken | (sha256, (T, D) features, duration)) in id order,
+    prepared up to 2 * workers videos ahead."""
+    def prepare(vid: str, path: Path):
+        try:
+            sha = sha256_file(path)
+            if known.get(vid, {}).get("sha256") == sha:
+                return "unchanged"
+            return (sha, *encoder.frame_features(path))
+        except VideoDecodeError as err:
+            return _reason(err, path)
+        except OSError as err:
+            return f"cannot read ({err.strerror or type(err).__name__})"
+
+    if workers == 1:
+        yield from ((vid, path, prepare(vid, path)) for vid, path in paths.items())
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        queue: deque = deque()
+        for vid, path in paths.items():
+            queue.append((vid, path, pool.submit(prepare, vid, path)))
+            if len(queue) > 2 * workers:
+                vid0, path0, future = queue.popleft()
+                yield vid0, path0, future.result()
+        while queue:
+            vid0, path0, future = queue.popleft()
+            yield vid0, path0, future.result()
+
+
+def _reason(err: Exception, path: Path) -> str:
+    """The decoder's message without the file name it starts with."""
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return text[len(str(path)) + 2:] if text.startswith(f"{path}: ") else text
+
+
+def _encoded(encoder: SearchEncoder, vid: str, path: Path, sha: str, feats: np.ndarray, duration: float) -> dict:
+    """One video's row: model outputs, token spans and its manifest entry."""
+    spans = token_spans(len(feats), duration, encoder.cfg.model.frame_tokens)  # (Nf, 2)
+    entry = {"file": str(path.resolve()), "sha256": sha, "duration": duration, "n_frames": int(len(feats))}
+    return {"id": vid, "tokens": encoder.encode_frames(feats), "spans": spans, "entry": entry}
+
+
+def _flush(folder: Path, manifest: dict, pending: list[dict]) -> None:
+    """Write the pending rows as a new shard and commit index.json naming them."""
+    if not pending:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    name = store.next_shard(folder)
+    store.write_shard(folder / name, pending, manifest["dtype"])
+    for row, item in enumerate(pending):
+        manifest["videos"][item["id"]] = {**item["entry"], "shard": name, "row": row}
+    store.commit(folder, manifest)
+    pending.clear()
