@@ -18,7 +18,7 @@
     prvr import-checkpoint --format ms_sl model.ckpt --out model.pt [--config base.yaml]   (a release's checkpoint)
     prvr check-config [--configfile my.yaml ...] [key=value ...]   (the workflow's checks, without Snakemake)
     prvr index my_videos/ --model run/model.pt --out my_index [--clip-weights tiny_clip.pt]   (search own videos)
-    prvr search my_index "a red circle spins" [-k 10] [--json]
+    prvr search my_index "a red circle spins" [-k 10] [--json] [--html hits.html]
 
 Errors from bad input print one line (`prvr: error: ...`) and exit with status 1.
 """
@@ -170,6 +170,9 @@ def _cmd_search(a):
     import json
     from prvr.search import search
     hits = search(a.index, a.query, k=a.k)
+    if a.html:
+        from prvr.search import write_results_page
+        print(f"wrote {write_results_page(hits, a.query, a.html)}")
     if a.json:
         print(json.dumps([hit.to_dict() for hit in hits], indent=2))
         return
@@ -222,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
         (("--clip-weights",), {"default": None, "help": "CLIP weights (default: the model's clip.pretrained)"}),
         (("--workers",), {"type": int, "default": 1}))
     add("search", _cmd_search, (("index",), {}), (("query",), {}), (("-k",), {"type": int, "default": 10}),
-        (("--json",), {"action": "store_true", "help": "print the hits as JSON"}))
+        (("--json",), {"action": "store_true", "help": "print the hits as JSON"}),
+        (("--html",), {"default": None, "metavar": "OUT.html", "help": "also write a page with thumbnails and moments"}))
     add("clean-stale", _cmd_clean_stale, (("--results",), {"default": "results"}),
         (("--dry-run",), {"action": "store_true", "help": "list them, remove nothing"}))
     return parser

@@ -8,9 +8,10 @@ get the ranked videos with their best moment (issue 22).
 
 Modules: inputs (which files), encoding (model + CLIP as the pipeline uses them), store (the index
 folder), indexer (index_videos), searcher (search, Searcher), moments (the moment rule and its
-agreement with ground truth).
+agreement with ground truth), page (the hits as an HTML page: write_results_page).
 """
 from prvr.search.indexer import index_videos
+from prvr.search.page import write_results_page
 from prvr.search.searcher import Hit, Searcher, search
 
-__all__ = ["Hit", "Searcher", "index_videos", "search"]
+__all__ = ["Hit", "Searcher", "index_videos", "search", "write_results_page"]
