@@ -46,11 +46,12 @@ def measure(searcher: Searcher, rows: list[dict], ratios: tuple[float, ...] = (0
         batch = rows[start:start + BATCH]
         encoded = searcher.encode([r["desc"] for r in batch])
         scores = searcher.scores(encoded)[:, columns]  # (B, V_split)
-        frame_sims = searcher.frame_similarities(encoded)  # (B, V, Nf)
-        for row, score, sim in zip(batch, scores, frame_sims):
-            order = [split_ids[i] for i in ranking(score, split_ids)]
+        own = [position[row["vid_name"]] for row in batch]  # each caption's own video
+        frame_sims = searcher.frame_similarities(encoded, own)  # (B, B, Nf)
+        for i, (row, score) in enumerate(zip(batch, scores)):
+            order = [split_ids[j] for j in ranking(score, split_ids)]
             ranks.append(order.index(row["vid_name"]) + 1)
-            sims.append(sim[position[row["vid_name"]]])
+            sims.append(frame_sims[i, i])
     ranks = np.array(ranks)
     truth = np.array([r["ts"] for r in rows], dtype=np.float64)  # (Q, 2)
     durations = np.array([searcher.index.durations[position[r["vid_name"]]] for r in rows])

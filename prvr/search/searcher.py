@@ -6,9 +6,10 @@
     searcher = Searcher("my_index")            # loads model.pt and CLIP once, for many queries
     searcher.search("...", k=10); scores = searcher.scores(searcher.encode(["q1", "q2"]))   # (Q, V) float64
 
-Scores are the evaluation's (prvr.evaluation.model_scores.model_scores_chunked over the model's
-score branches, weights eval.w_clip and eval.w_frame of the model's config, fused in float32 and
-returned as float64), on the stored tokens: float16 tokens move a score by about 1e-3, float32 ones
+Scores are the evaluation's (the cosines of prvr.evaluation.model_scores.model_scores_chunked over
+the model's score branches, weights eval.w_clip and eval.w_frame of the model's config, fused in
+float32 and returned as float64; computed by prvr.search.fast_scores on the tokens as stored, their
+inverse norms computed once per index), on the stored tokens: float16 tokens move a score by about 1e-3, float32 ones
 (index_videos(dtype="float32")) give the evaluation's own numbers to float32 rounding. Ranking:
 higher score first; equal scores by video id (ascending). The moment: prvr.search.moments.best_moment
 on the cosines of the query (the output the frame branch reads) with each frame token.
@@ -25,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from prvr.errors import PrvrError
-from prvr.evaluation import model_scores
 from prvr.search.encoding import MOMENT_KEY, SearchEncoder
+from prvr.search.fast_scores import exact_top_k, index_scores
 from prvr.search.moments import RATIO, best_moment
 from prvr.search.store import LoadedIndex, check_same_encoder, load_index
 
@@ -67,14 +68,17 @@ class Searcher:
     def scores(self, encoded: dict[str, torch.Tensor]) -> np.ndarray:
         """(Q, V) float64 scores of encoded queries against every indexed video (ids in index order)."""
         weights = (self.encoder.cfg.eval.w_clip, self.encoder.cfg.eval.w_frame)
-        return model_scores.model_scores_chunked(encoded, self.index.tokens, self.encoder.branches, weights,
-                                                 dtype=torch.float64).numpy()
+        return index_scores(encoded, self.index.tokens, self.index.inv_norms, self.encoder.branches,
+                            weights).numpy()
 
-    def frame_similarities(self, encoded: dict[str, torch.Tensor]) -> np.ndarray:
-        """(Q, V, Nf) cosines of each encoded query with each video's frame tokens."""
+    def frame_similarities(self, encoded: dict[str, torch.Tensor], videos=None) -> np.ndarray:
+        """(Q, len(videos), Nf) cosines of each encoded query with the frame tokens of the video rows
+        `videos` (default: every video)."""
+        rows = torch.arange(len(self.index.ids)) if videos is None else torch.as_tensor(list(videos))
         query = F.normalize(encoded[self.encoder.moment_query_key()], dim=-1)  # (Q, H)
-        tokens = F.normalize(self.index.tokens[MOMENT_KEY], dim=-1)  # (V, Nf, H)
-        return torch.einsum("qh,vnh->qvn", query, tokens).numpy()
+        tokens = self.index.tokens[MOMENT_KEY][rows].float()  # (V', Nf, H)
+        inv = self.index.inv_norms[MOMENT_KEY][rows]  # (V', Nf)
+        return (torch.einsum("qh,vnh->qvn", query, tokens) * inv).numpy()
 
     def moment(self, sims: np.ndarray, video: int) -> tuple[float, float]:
         """(start, end) seconds of the best moment in video row `video` for similarities (Nf,)."""
@@ -87,12 +91,14 @@ class Searcher:
         if not query.strip():
             raise PrvrError("search: the query is empty")
         encoded = self.encode([query])
-        scores = self.scores(encoded)[0]  # (V,)
-        order = ranking(scores, self.index.ids)[:k]
-        sims = self.frame_similarities(encoded)[0]  # (V, Nf)
+        weights = (self.encoder.cfg.eval.w_clip, self.encoder.cfg.eval.w_frame)
+        order, scores = exact_top_k(encoded, self.index.tokens, self.index.inv_norms, self.encoder.branches,
+                                    weights, k, self.index.ids, ranking)  # exact scores of the candidates
+        scores = scores.numpy()
+        sims = self.frame_similarities(encoded, order)[0]  # (k, Nf): the hits' videos only
         hits = []
-        for rank, video in enumerate(order, 1):
-            start, end = self.moment(sims[video], video)
+        for rank, (video, sim) in enumerate(zip(order, sims), 1):
+            start, end = self.moment(sim, video)
             vid = self.index.ids[video]
             hits.append(Hit(rank, vid, float(scores[video]), start, end, float(self.index.durations[video]),
                             self.index.file(vid)))
@@ -101,7 +107,9 @@ class Searcher:
 
 def ranking(scores: np.ndarray, ids: list[str]) -> list[int]:
     """Row indices by score, highest first, equal scores by id ascending."""
-    return sorted(range(len(ids)), key=lambda i: (-scores[i], ids[i]))
+    by_id = np.argsort(np.asarray(ids), kind="stable")  # ids in ascending order (an index holds them so)
+    order = np.argsort(-np.asarray(scores)[by_id], kind="stable")  # stable: equal scores keep id order
+    return by_id[order].tolist()
 
 
 def search(index: str | Path, query: str, k: int = 10, clip_weights: str | Path | None = None) -> list[Hit]:

@@ -24,6 +24,8 @@ import h5py
 import numpy as np
 import torch
 
+from prvr.search.fast_scores import inverse_norms
+
 from prvr.errors import PrvrError
 from prvr.io import atomic_path, write_json
 
@@ -90,20 +92,22 @@ def commit(folder: Path, manifest: dict) -> None:
 
 @dataclass
 class LoadedIndex:
-    """An index in memory, videos in id order: tokens {key: (V, N, H) float32}, spans (V, Nf, 2)."""
+    """An index in memory, videos in id order: tokens {key: (V, N, H)} in the stored dtype (float16 by
+    default: half of float32's memory), their inverse norms {key: (V, N) float32}, spans (V, Nf, 2)."""
     folder: Path
     manifest: dict
     ids: list[str]
     tokens: dict[str, torch.Tensor]
     spans: np.ndarray
     durations: np.ndarray
+    inv_norms: dict[str, torch.Tensor]
 
     def file(self, vid: str) -> str:
         return self.manifest["videos"][vid]["file"]
 
 
 def load_index(folder: str | Path) -> LoadedIndex:
-    """Every video of the index at `folder`, read into memory as float32."""
+    """Every video of the index at `folder`, read into memory in its stored dtype."""
     folder = Path(folder)
     if not folder.is_dir():
         raise PrvrError(f"{folder}: no such index folder (make one with prvr index)")
@@ -128,9 +132,10 @@ def load_index(folder: str | Path) -> LoadedIndex:
         for handle in handles.values():
             handle.close()
     spans = np.stack(parts.pop(SPANS))  # (V, Nf, 2)
-    tokens = {key: torch.from_numpy(np.stack(v).astype(np.float32)) for key, v in parts.items()}  # (V, N, H)
+    tokens = {key: torch.from_numpy(np.stack(v)) for key, v in parts.items()}  # (V, N, H), stored dtype
     durations = np.array([videos[v]["duration"] for v in ids], dtype=np.float64)
-    return LoadedIndex(folder, manifest, ids, tokens, spans, durations)
+    inv_norms = {key: inverse_norms(t) for key, t in tokens.items()}  # (V, N) float32, once
+    return LoadedIndex(folder, manifest, ids, tokens, spans, durations, inv_norms)
 
 
 def _shard(folder: Path, name: str, handles: dict) -> h5py.File:

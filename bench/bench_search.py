@@ -1,0 +1,105 @@
+"""Benchmark: search latency over 10k and 100k indexed videos of the TVR shape, exact scoring.
+
+    .venv/bin/python -m bench.bench_search [--videos 10000 100000] [--queries 20] [--threads 2] [--old]
+
+An index of N videos is made in memory as prvr.search.store.load_index holds one: random N(0, 1)
+tokens of the paper's model at the TVR shape (128 frame tokens and 32 clip tokens of 384 per video,
+float16 as stored by default), their inverse norms, and the gmmformer_v2 score branches with the
+authors' weights (0.4 clip, 0.6 frame). Per N it times, for --queries random query vectors one at a
+time, what a search does after encoding the query:
+  search top 10     prvr.search.fast_scores.exact_top_k (float16 products within a stated bound, then
+                    the candidates scored exactly in float64; the same top 10 as scoring every video)
+                    and the moment similarities of the top 10;
+  every score       index_scores (float32 cosines of every video, as `prvr.search.measure` needs),
+                    the ranking (ties by id) and the same moment similarities;
+and, with --old, the evaluation's own function on float32 tokens (model_scores_chunked, which scales a
+float32 copy of every token per call; N <= 20k: 100k float32 tokens need 24.6 GB).
+Prints a markdown table with the machine (prvr.provenance.machine): median and 90th percentile
+milliseconds per query, bytes per video of the index, peak RSS.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import numpy as np
+import torch
+
+from prvr.evaluation import model_scores
+from prvr.models.base import MAX_CLIP_AND_FRAME as MSC_BRANCHES  # gmmformer_v2: max over clip and frame tokens
+from prvr.provenance import machine
+from prvr.search.fast_scores import exact_top_k, index_scores, inverse_norms
+from prvr.search.searcher import ranking
+
+FRAME_TOKENS, CLIP_TOKENS, HIDDEN, WEIGHTS = 128, 32, 384, (0.4, 0.6)
+
+
+def make_index(n_videos: int, dtype=torch.float16) -> dict[str, torch.Tensor]:
+    """{key: (N, tokens, 384)} random tokens, drawn a block at a time (no float32 copy of the whole)."""
+    generator = torch.Generator().manual_seed(0)
+    tokens = {}
+    for key, n in (("frame_tokens", FRAME_TOKENS), ("clip_tokens", CLIP_TOKENS)):
+        out = torch.empty(n_videos, n, HIDDEN, dtype=dtype)
+        for start in range(0, n_videos, 4096):
+            stop = min(n_videos, start + 4096)
+            out[start:stop] = torch.randn(stop - start, n, HIDDEN, generator=generator).to(dtype)
+        tokens[key] = out
+    return tokens
+
+
+def time_queries(top_fn, n_queries: int, ids: list[str], tokens) -> list[float]:
+    """Milliseconds per query of top_fn (the top 10 rows) + the top 10's frame similarities."""
+    generator = torch.Generator().manual_seed(1)
+    times = []
+    for _ in range(n_queries):
+        query = {"query": torch.randn(1, HIDDEN, generator=generator)}
+        start = time.perf_counter()
+        top = top_fn(query)
+        frames = tokens["frame_tokens"][top].float()  # (10, Nf, H): the moment's similarities
+        torch.einsum("qh,vnh->qvn", query["query"], frames)
+        times.append(1000 * (time.perf_counter() - start))
+    return times
+
+
+def row(label: str, n: int, times: list[float], bytes_per_video: float) -> str:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    return (f"| {label} | {n:,} | {np.median(times):.0f} | {np.percentile(times, 90):.0f} | "
+            f"{bytes_per_video / 1024:.0f} | {rss:.1f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--videos", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--queries", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--old", action="store_true", help="also the evaluation's function on float32 tokens (10k)")
+    a = parser.parse_args()
+    torch.set_num_threads(a.threads)
+    info = machine()
+    print(f"machine: {info['cpu']} ({info['cpu_capability']}), {a.threads} threads, torch {info['torch']}\n")
+    print("| scoring | videos | median ms/query | p90 ms | KB per video | peak RSS GB |")
+    print("|---|---|---|---|---|---|")
+    for n in a.videos:
+        tokens = make_index(n)
+        ids = [f"v{i:07d}" for i in range(n)]
+        inv = {key: inverse_norms(t) for key, t in tokens.items()}
+        per_video = sum(t[0].numel() * t.element_size() for t in tokens.values()) + FRAME_TOKENS * 2 * 8
+        top = lambda q: exact_top_k(q, tokens, inv, MSC_BRANCHES, WEIGHTS, 10, ids, ranking)[0]  # noqa: E731
+        print(row("search top 10 (exact_top_k), float16", n, time_queries(top, a.queries, ids, tokens), per_video),
+              flush=True)
+        every = lambda q: ranking(index_scores(q, tokens, inv, MSC_BRANCHES, WEIGHTS)[0].numpy(), ids)[:10]  # noqa: E731
+        print(row("every score (index_scores), float16", n, time_queries(every, a.queries, ids, tokens), per_video),
+              flush=True)
+        if a.old and n <= 20_000:
+            full = {key: t.float() for key, t in tokens.items()}
+            old = lambda q: ranking(model_scores.model_scores_chunked(q, full, MSC_BRANCHES, WEIGHTS)[0].numpy(),  # noqa: E731
+                                    ids)[:10]
+            print(row("model_scores_chunked, float32 tokens", n, time_queries(old, a.queries, ids, full),
+                      2 * per_video), flush=True)
+            del full
+        del tokens, inv
+
+
+if __name__ == "__main__":
+    main()
