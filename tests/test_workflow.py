@@ -3,6 +3,7 @@
 One module-scoped run (a few minutes on 2 cores) feeds most assertions here.
 """
 import csv
+import math
 import json
 import os
 import subprocess
@@ -276,3 +277,15 @@ def test_search_target_indexes_the_test_videos_with_the_full_method(run):
     test_videos = {json.loads(line)["vid_name"] for line in (run / "results/demo/annotations/test.jsonl").open()}
     assert result["videos"] == len(test_videos) and 0 <= result["R@1"] <= result["R@10"] <= 100
     assert 0 <= result["ratio 0.5"]["mean_iou"] <= 1 and "baseline" in result
+
+
+def test_qualitative_figure_shows_both_models_on_queries_chosen_by_the_stated_rule(run):
+    """`all` draws results/figures/qualitative.png/.pdf: the baseline's and the full method's top videos
+    for the queries the caption's rule picks (largest rank disagreement, then seeded random ones)."""
+    chosen = json.loads((run / "results/figures/qualitative.json").read_text())
+    assert [c["why"] for c in chosen] == ["disagree"] * 3 + ["random"] * 2
+    assert all(set(c["ranks"]) == {"baseline", "adaptive"} for c in chosen)
+    gaps = [abs(math.log2(c["ranks"]["baseline"]) - math.log2(c["ranks"]["adaptive"])) for c in chosen]
+    assert gaps[:3] == sorted(gaps[:3], reverse=True) and min(gaps[:3]) >= max(gaps[3:])
+    assert (run / "results/figures/qualitative.png").stat().st_size > 0
+    assert (run / "results/figures/qualitative.pdf").read_bytes().startswith(b"%PDF")

@@ -84,3 +84,31 @@ rule curves:
         "../../envs/report.yaml"
     script:
         "../scripts/curves.py"
+
+
+if COMPARE_ROWS and not RELEASED and SOURCE != "frame_folders":
+
+    rule qualitative:
+        input:
+            unpack(video_source),
+            models=[f"{DATA}/runs/{n}/seed{config['seeds'][0]}/model.pt" for n in COMPARE_ROWS],
+            annotations=f"{DATA}/annotations/test.jsonl",
+            captions=f"{DATA}/captions/test.caption.txt",
+            video_feats=f"{DATA}/features/video_feats.h5",
+            text_feats=f"{DATA}/features/text_feats.h5",
+        output:
+            png=report("results/figures/qualitative.png", caption="../report/qualitative.rst", category="Figures",
+                       labels={"configuration": " vs ".join(COMPARE_ROWS), "figure": "qualitative"}),
+            pdf="results/figures/qualitative.pdf",
+            chosen="results/figures/qualitative.json",
+        params:
+            rows=COMPARE_ROWS,
+            video_dir=lambda wildcards, input: input.get("videos", CFG.data.video_dir),
+        log:
+            "logs/qualitative.log",
+        benchmark:
+            "benchmarks/qualitative.tsv"
+        conda:
+            "../../envs/analysis.yaml"
+        script:
+            "../scripts/qualitative.py"
