@@ -76,6 +76,17 @@ def test_val_is_held_out_of_train_and_features_follow_folder_time(tvr_run):
             assert store[vid].shape == (round((6 + i % 4) / 3.0 * 1.5), 64), vid
 
 
+def run_dag(work: Path, config: dict, target: str, dataset: str) -> subprocess.CompletedProcess:
+    """Snakemake on `target` in `work` with `config` as a --configfile and --config dataset=<dataset>;
+    fails the test with the run's output tail when it fails."""
+    (work / "run_config.yaml").write_text(json.dumps(config))
+    cmd = [str(SNAKEMAKE), target, "-s", str(REPO / "Snakefile"), "-d", str(work), "--cores", "2",
+           "--configfile", str(work / "run_config.yaml"), "--config", f"dataset={dataset}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 def released_tvr(work: Path) -> tuple[Path, list[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """A released-features TVR at small size: the annotation rows of 40 videos (30 train, 10 test) in
     work/data/tvr, and random features (TINY's input_dim) of their captions (4..11 rows each, ids

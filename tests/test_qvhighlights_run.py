@@ -5,13 +5,12 @@ methods of its default main table, and DL-DKD too where teacher files in DL-DKD'
 import csv
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from test_benchmark_run import REPO, SNAKEMAKE, TINY
+from test_benchmark_run import REPO, TINY, run_dag
 
 ANN = REPO / "tests/data/annotations"
 VIDEO_DIM, TEXT_DIM = 2816, 512  # their Datasets/builder.py for visual_feature 'clipsf'
@@ -50,11 +49,7 @@ def test_qvhighlights_builds_the_main_table_rows_of_all_five_methods(tmp_path):
               "model": {**TINY["model"], "input_dim": VIDEO_DIM, "text_input_dim": TEXT_DIM},
               "data": {"val_fraction": 0.25, "teacher_video_h5": "data/qvhighlights/FeatureData/teacher_vid.h5",
                        "teacher_text_h5": "data/qvhighlights/TextData/teacher_query.h5"}}
-    (tmp_path / "qvh.yaml").write_text(json.dumps(config))
-    cmd = [str(SNAKEMAKE), "results/main_table.csv", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
-           "--cores", "2", "--configfile", str(tmp_path / "qvh.yaml"), "--config", "dataset=qvhighlights"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_dag(tmp_path, config, "results/main_table.csv", "qvhighlights")
     assert "import_released" in proc.stderr and "pretrain_clip" not in proc.stderr
     rows = [r for r in csv.DictReader((tmp_path / "results/main_table.csv").open()) if r["kind"] == "reproduced"]
     assert [r["configuration"] for r in rows] == ["ms_sl", "gmmformer_v1", "baseline", "dl_dkd", "adaptive"]

@@ -5,13 +5,12 @@ The MS-SL checkpoint of tests/data/released_checkpoints (24-d frames, 20-d capti
 own code) on released-layout features of those sizes; MS-SL is also trained here on the same features."""
 import csv
 import json
-import subprocess
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from test_benchmark_run import REPO, SNAKEMAKE, TINY, released_tvr
+from test_benchmark_run import REPO, TINY, released_tvr, run_dag
 
 CHECKPOINT = REPO / "tests/data/released_checkpoints/ms_sl_model.ckpt"
 VIDEO_DIM, TEXT_DIM = 24, 20  # the checkpoint's input sizes
@@ -34,11 +33,7 @@ def test_a_released_checkpoint_is_a_main_table_row_evaluated_here(tmp_path):
               "model": {**TINY["model"], "input_dim": VIDEO_DIM, "text_input_dim": TEXT_DIM},
               "data": {"val_fraction": 0.2, "videos": "released_features", "released_video_h5": "data/tvr/video.h5",
                        "released_text_h5": "data/tvr/text.h5"}}
-    (tmp_path / "released.yaml").write_text(json.dumps(config))
-    cmd = [str(SNAKEMAKE), "results/main_table.csv", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
-           "--cores", "2", "--configfile", str(tmp_path / "released.yaml"), "--config", "dataset=tvr"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_dag(tmp_path, config, "results/main_table.csv", "tvr")
     assert "import_checkpoint" in proc.stderr and "evaluate_checkpoint" in proc.stderr
     rows = [r for r in csv.DictReader((tmp_path / "results/main_table.csv").open()) if r["dataset"] == "tvr"]
     kinds = [(r["method"], r["kind"]) for r in rows if r["kind"] != "reported"]
