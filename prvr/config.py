@@ -274,15 +274,18 @@ def to_dict(cfg) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+def deep_merge(base: dict, new: dict) -> dict:
+    """A copy of `base` with `new` merged in, nested mappings key by key (later values win)."""
+    out = dict(base)
+    for k, v in new.items():
+        out[k] = deep_merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
 def merge(cfg, overrides: dict, source: str = "<overrides>", check_values: bool = True):
     """Return a copy of `cfg` with nested `overrides` applied (unknown keys are errors; value checks
     unless check_values is False)."""
-    def deep(base: dict, new: dict) -> dict:
-        out = dict(base)
-        for k, v in new.items():
-            out[k] = deep(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-        return out
-    return from_dict(deep(to_dict(cfg), overrides or {}), source, type(cfg), check_values=check_values)
+    return from_dict(deep_merge(to_dict(cfg), overrides or {}), source, type(cfg), check_values=check_values)
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -317,10 +320,7 @@ def split_by_source(mapping: dict, source: str) -> tuple[dict, dict[str, dict]]:
 
 def with_source_settings(mapping: dict, sections: dict[str, dict], videos: str) -> dict:
     """`mapping` with the by_source section of `videos` merged over it (later keys win)."""
-    def deep(base: dict, new: dict) -> dict:
-        return {**base, **{k: deep(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-                           for k, v in new.items()}}
-    return deep(mapping, sections.get(videos, {}))
+    return deep_merge(mapping, sections.get(videos, {}))
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> Config:

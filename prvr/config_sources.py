@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from prvr.config import BY_SOURCE, DATASETS, Config, from_dict, merge, split_by_source, to_dict
+from prvr.config import BY_SOURCE, DATASETS, Config, deep_merge, from_dict, merge, split_by_source, to_dict
 from prvr.config_checks import training_problems
 from prvr.config_data import DataConfig
 from prvr.errors import ConfigError
@@ -59,13 +59,6 @@ def _leaves(data: dict, prefix: str = ""):
             yield from _leaves(value, path + ".")
         else:
             yield path
-
-
-def _deep_merge(base: dict, new: dict) -> dict:
-    out = dict(base)
-    for k, v in new.items():
-        out[k] = _deep_merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-    return out
 
 
 def _owner(key: str, owners: dict[str, str], default: str) -> str:
@@ -116,7 +109,7 @@ def resolve_layers(layers: list[Layer], dataset_dir: Path | None = None) -> Conf
     merged, owners = {}, {}
     for layer in layers:
         typed = _typed(layer)
-        merged = _deep_merge(merged, typed)
+        merged = deep_merge(merged, typed)
         owners.update({key: layer.source for key in _leaves(typed)})
     try:
         return from_dict(merged, "<merged>")

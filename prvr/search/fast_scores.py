@@ -50,13 +50,13 @@ def index_scores(queries: dict[str, torch.Tensor], tokens: dict[str, torch.Tenso
                  inv_norms: dict[str, torch.Tensor], branches, weights: tuple[float, float]) -> torch.Tensor:
     """(Q, V) float64: w_0 s_0 + w_1 s_1 over the model's two score branches, fused in float32 as the
     evaluation fuses them."""
-    parts = []
+    parts, full = [], None
     for branch in branches:
         if branch.guide_key is None:
             parts.append(cosine_maxima(queries[branch.query_key], tokens[branch.video_key],
                                        inv_norms[branch.video_key]))
         else:  # a guided branch reads other outputs: the evaluation's function, on float32 tokens
-            full = {k: v.float() for k, v in tokens.items()}
+            full = full or {k: v.float() for k, v in tokens.items()}  # one float32 copy for all such branches
             parts.append(model_scores.branch_chunked(branch, queries, full, model_scores.scoring.QUERY_CHUNK))
     return (weights[0] * parts[0] + weights[1] * parts[1]).to(torch.float64)
 
