@@ -166,6 +166,8 @@ class TrainConfig:
     (authors' max_es_cnt: 10 -> training stops after the 11th failing epoch).
     activation_checkpointing: recompute each encoder layer's activations in the backward pass
     instead of keeping them (less memory at the TVR shape, more time; the same numbers).
+    precision: "float32" (authors'), "tf32" (cuda: TensorFloat-32 products) or "bfloat16" (the
+    model's forward under bfloat16 autocast, the losses in float32; prvr.training.precision).
     """
     epochs: int = 5  # paper: 100
     batch_size: int = 64  # paper: 128
@@ -180,6 +182,7 @@ class TrainConfig:
     device: str = "cpu"
     num_threads: int = 1
     activation_checkpointing: bool = False
+    precision: str = field(default="float32", metadata={"choices": ("float32", "tf32", "bfloat16")})
 
 
 @dataclass

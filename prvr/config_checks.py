@@ -222,6 +222,8 @@ def _train(t):
     yield "train.grad_clip", _positive(t.grad_clip)
     yield "train.device", _device(t.device)
     yield "train.num_threads", _at_least(t.num_threads, 0)
+    if t.precision == "tf32" and not str(t.device).startswith("cuda"):
+        yield "train.precision", f"tf32 needs a cuda train.device (got {t.device!r}); use float32 or bfloat16"
 
 
 def _eval(e):

@@ -75,7 +75,8 @@ class MergingClipPooler:
         if self.stages[-1] != n_clips:
             raise MergingError(f"model.merging.stages end at {self.stages[-1]} tokens, but the "
                                f"clip branch has {n_clips} (model.clip_tokens)")
-        merged = merge_stages(frame_feats, self.stages)
+        with torch.autocast(frame_feats.device.type, enabled=False):  # in float32 under a bfloat16 step:
+            merged = merge_stages(frame_feats.float(), self.stages)  # the authors merge in the data loader
         return PooledTokens(merged.features, merged.sizes, merged.frame_to_token)
 
     def __repr__(self) -> str:

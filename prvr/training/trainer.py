@@ -10,6 +10,9 @@ Optimiser, schedule and decay groups: prvr.training.optim. Early stopping (the a
 training ends once more than train.early_stop epochs in a row fail to beat the best val SumR,
 so early_stop=10 runs 11 failing epochs after the best one (`should_stop`).
 
+train.precision: float32 (default), tf32 (cuda) or bfloat16 (the forward under autocast, the
+losses in float32, float32 weights and optimiser state): prvr.training.precision.
+
 train.activation_checkpointing: the model's encoder layers recompute their activations in the
 backward pass (prvr.models.attention.enable_activation_checkpointing: the parallel layers of
 gmmformer_v2, the video layers of gmmformer_v2_lite); the same loss and gradients (to float32
@@ -46,6 +49,7 @@ from prvr.training.checkpoint import (CheckpointError, load_checkpoint, rng_stat
                                       set_aside, set_rng_state)
 from prvr.training.model_file import model_from_saved, read_model_file
 from prvr.training.optim import clips_inside, create_optimizer, create_scheduler
+from prvr.training.precision import check_precision, forward_and_losses, step_precision
 
 
 @dataclass
@@ -95,17 +99,18 @@ def train_epoch(model, loss_fn, loader, optimizer, scheduler, epoch: int, cfg: C
     generator = torch.Generator().manual_seed(seed * 1000 + epoch)  # hard-negative draws, resume-safe
     totals: dict[str, float] = {}
     steps = 0
+    precision, device = cfg.train.precision, cfg.train.device
     for batch in tqdm(loader, desc=f"epoch {epoch}", leave=False, mininterval=5):
-        batch = _to(batch, cfg.train.device)
-        out = model(frame_feats=batch["frame_feats"], query_feats=batch["query_feats"], query_mask=batch["query_mask"])
-        terms = loss_fn(**out, **{k: v for k, v in batch.items() if k not in out}, epoch=epoch, generator=generator)
-        loss = sum(terms.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.train.grad_clip > 0 and not clips_inside(cfg.train):  # adamw: one global clip
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-        optimizer.step()
+        batch = _to(batch, device)
+        with step_precision(precision, device):
+            terms = forward_and_losses(model, loss_fn, batch, precision, device, epoch=epoch, generator=generator)
+            loss = sum(terms.values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.train.grad_clip > 0 and not clips_inside(cfg.train):  # adamw: one global clip
+                params = [p for group in optimizer.param_groups for p in group["params"]]
+                torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+            optimizer.step()
         scheduler.step()
         for name, value in terms.items():
             totals[name] = totals.get(name, 0.0) + float(value.detach())
@@ -146,6 +151,7 @@ def train(cfg: Config, seed: int, data: TrainData, out_dir: str | Path) -> dict:
     seed_everything(seed)
     for key, problem in training_problems(cfg)[:1]:
         raise ConfigError(f"training config: {key}: {problem}", key)
+    check_precision(cfg.train.precision, cfg.train.device)
     train_set, val_set = _splits(cfg, data)
     check_disjoint_splits({str(data.train_captions): train_set.index.videos,
                            str(data.val_captions): val_set.index.videos})  # selection on trained videos
