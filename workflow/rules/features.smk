@@ -38,6 +38,8 @@ if not RELEASED:
             sources=video_sources,
         log:
             "logs/merge_video_features.log",
+        benchmark:
+            "benchmarks/merge_video_features.tsv",
         conda:
             "../../envs/features.yaml"
         script:
@@ -75,6 +77,8 @@ elif SOURCE == "released_bigfile":
             text_feats=f"{DATA}/features/text_feats.h5",
         log:
             "logs/import_bigfile.log",
+        benchmark:
+            "benchmarks/import_bigfile.tsv",
         conda:
             "../../envs/features.yaml"
         script:
@@ -92,6 +96,8 @@ else:
             text_feats=f"{DATA}/features/text_feats.h5",
         log:
             "logs/import_released.log",
+        benchmark:
+            "benchmarks/import_released.tsv",
         conda:
             "../../envs/features.yaml"
         script:
@@ -130,6 +136,8 @@ if config["data"]["teacher_video_h5"]:
             text=f"{DATA}/features/teacher_text.h5",
         log:
             "logs/import_teacher.log",
+        benchmark:
+            "benchmarks/import_teacher.tsv",
         conda:
             "../../envs/features.yaml"
         script:

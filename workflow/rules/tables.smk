@@ -14,6 +14,8 @@ rule ablation_table:
         ablations=config["ablations"],
     log:
         "logs/ablation_table.log",
+    benchmark:
+        "benchmarks/ablation_table.tsv",
     conda:
         "../../envs/report.yaml"
     script:
@@ -34,6 +36,8 @@ rule collapse_table:
         ablations=config["ablations"],
     log:
         "logs/collapse_table.log",
+    benchmark:
+        "benchmarks/collapse_table.tsv",
     conda:
         "../../envs/report.yaml"
     script:
@@ -54,6 +58,8 @@ rule main_table:
         dataset=config["dataset"],
     log:
         "logs/main_table.log",
+    benchmark:
+        "benchmarks/main_table.tsv",
     conda:
         "../../envs/report.yaml"
     script:

@@ -32,6 +32,8 @@ else:
             selection=config["eval"]["selection"],
         log:
             "logs/benchmark_annotations.log",
+        benchmark:
+            "benchmarks/benchmark_annotations.tsv",
         conda:
             "../../envs/videos.yaml"
         script:
@@ -62,6 +64,8 @@ rule caption_file:
         coverage=f"{DATA}/captions/{{split}}.coverage.json",
     log:
         "logs/caption_file/{split}.log",
+    benchmark:
+        "benchmarks/caption_file/{split}.tsv",
     conda:
         "../../envs/videos.yaml"
     script:
