@@ -158,3 +158,22 @@ def test_a_train_split_of_one_video_is_refused_naming_the_file(tmp_path, data):
         train(_cfg(), 1, small, tmp_path / "run")
     assert str(info.value).startswith(f"{one}: the train split has 1 video(s); training needs at least 2")
     assert not (tmp_path / "run/model.pt").exists()
+
+
+def test_training_does_not_import_dynamo_and_stays_deterministic(data, tmp_path):
+    """The optimiser's and the determinism switch's imports of torch._dynamo (seconds of every training
+    process) are avoided; the deterministic flag is still set, warn-only."""
+    import subprocess
+    import sys
+    code = ("import sys, torch\n"
+            "from pathlib import Path\n"
+            "from prvr.config import Config, merge\n"
+            "from prvr.training.trainer import TrainData, train\n"
+            f"cfg = merge(Config(), {TINY!r})\n"
+            f"train(merge(cfg, {{'train': {{'epochs': 1}}}}), 1, TrainData(*map(Path, {[str(p) for p in vars(data).values()]!r})), "
+            f"Path({str(tmp_path / 'run')!r}))\n"
+            "print('dynamo', 'torch._dynamo' in sys.modules, torch.are_deterministic_algorithms_enabled(), "
+            "torch.is_deterministic_algorithms_warn_only_enabled())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "dynamo False True True"

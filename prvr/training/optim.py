@@ -33,6 +33,12 @@ BERT_EPS = 1e-6
 BERT_BETAS = (0.9, 0.999)
 
 
+def _undecorated(name: str):
+    """torch.optim.Optimizer.<name> without torch's decorators (functools.wraps keeps the original)."""
+    method = getattr(torch.optim.Optimizer, name)
+    return getattr(method, "__wrapped__", method)
+
+
 class BertAdam(torch.optim.Optimizer):
     """Adam without bias correction, weight decay added to the update, per-tensor gradient clip.
 
@@ -43,6 +49,15 @@ class BertAdam(torch.optim.Optimizer):
         p <- p - lr * (m / (sqrt(v) + eps) + weight_decay * p)
     The clip rescales p.grad in place, as torch.nn.utils.clip_grad_norm_ does.
     """
+
+    # torch wraps these four in torch._disable_dynamo, which imports torch._dynamo on the first call:
+    # 1.5-5 s of every training process (of a demo training job's ~10 s), for a wrapper that only
+    # matters under torch.compile, which never runs this optimiser. The plain methods, where torch
+    # keeps them (__wrapped__), else torch's own.
+    add_param_group = _undecorated("add_param_group")
+    zero_grad = _undecorated("zero_grad")
+    state_dict = _undecorated("state_dict")
+    load_state_dict = _undecorated("load_state_dict")
 
     def __init__(self, params, lr: float, betas: tuple[float, float] = BERT_BETAS, eps: float = BERT_EPS,
                  weight_decay: float = 0.0, max_grad_norm: float = 1.0):

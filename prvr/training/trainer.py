@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +82,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def deterministic_algorithms() -> None:
+    """torch.use_deterministic_algorithms(True, warn_only=True) without its import of torch._inductor
+    (and with it torch._dynamo: 1.5-5 s of a demo training process of ~10 s), which only tells
+    torch.compile, never used here; torch's own call where its internals differ."""
+    set_flag = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if set_flag is None or "torch._inductor" in sys.modules:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        set_flag(True, warn_only=True)
 
 
 def should_stop(last_epoch: int, best_epoch: int, early_stop: int) -> bool:
@@ -147,7 +159,7 @@ def train(cfg: Config, seed: int, data: TrainData, out_dir: str | Path) -> dict:
     ckpt_dir = out_dir / "checkpoints"
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    deterministic_algorithms()
     seed_everything(seed)
     for key, problem in training_problems(cfg)[:1]:
         raise ConfigError(f"training config: {key}: {problem}", key)
