@@ -18,6 +18,7 @@
     prvr import-checkpoint --format ms_sl model.ckpt --out model.pt [--config base.yaml]   (a release's checkpoint)
     prvr check-config [--configfile my.yaml ...] [key=value ...]   (the workflow's checks, without Snakemake)
     prvr index my_videos/ --model run/model.pt --out my_index [--clip-weights tiny_clip.pt]   (search own videos)
+        [--long-after 128 --window 16 --stride 8]   (long videos as overlapping windows; --long-after off)
     prvr search my_index "a red circle spins" [-k 10] [--json] [--html hits.html]
 
 Errors from bad input print one line (`prvr: error: ...`) and exit with status 1.
@@ -161,7 +162,8 @@ def _cmd_import_checkpoint(a):
 
 def _cmd_index(a):
     from prvr.search import index_videos
-    done = index_videos(a.videos, a.model, a.out, clip_weights=a.clip_weights, workers=a.workers)
+    done = index_videos(a.videos, a.model, a.out, clip_weights=a.clip_weights, workers=a.workers,
+                        long_after=a.long_after, window=a.window, stride=a.stride)
     print(f"{a.out}: {done['indexed']} new, {done['changed']} changed, {done['unchanged']} unchanged, "
           f"{len(done['broken'])} broken of {done['videos']} videos; {done['total_indexed']} in the index")
 
@@ -177,7 +179,8 @@ def _cmd_search(a):
         print(json.dumps([hit.to_dict() for hit in hits], indent=2))
         return
     for hit in hits:
-        print(f"{hit.rank:3d}  {hit.video}  {hit.score:.4f}  {hit.start:.1f}-{hit.end:.1f} s")
+        window = f"  (window {hit.window[0]:.1f}-{hit.window[1]:.1f} s)" if hit.window else ""
+        print(f"{hit.rank:3d}  {hit.video}  {hit.score:.4f}  {hit.start:.1f}-{hit.end:.1f} s{window}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,7 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("index", _cmd_index, (("videos",), {"help": "a folder of videos or a list file (one path a line)"}),
         (("--model",), {"required": True}), (("--out",), {"required": True, "help": "the index folder"}),
         (("--clip-weights",), {"default": None, "help": "CLIP weights (default: the model's clip.pretrained)"}),
-        (("--workers",), {"type": int, "default": 1}))
+        (("--workers",), {"type": int, "default": 1}),
+        (("--long-after",), {"default": None, "metavar": "SECONDS|off",
+                             "help": "videos longer than this are indexed as windows (default: max_frames / fps; "
+                                     "off: never; extending an index: its own)"}),
+        (("--window",), {"type": float, "default": None, "metavar": "SECONDS",
+                         "help": "window length (default: frame_tokens / fps)"}),
+        (("--stride",), {"type": float, "default": None, "metavar": "SECONDS",
+                         "help": "a new window every SECONDS (default: window / 2)"}))
     add("search", _cmd_search, (("index",), {}), (("query",), {}), (("-k",), {"type": int, "default": 10}),
         (("--json",), {"action": "store_true", "help": "print the hits as JSON"}),
         (("--html",), {"default": None, "metavar": "OUT.html", "help": "also write a page with thumbnails and moments"}))

@@ -163,20 +163,26 @@ def write_mp4(frames: np.ndarray, fps: int, path: Path) -> None:
     """
     with atomic_path(path) as tmp:
         with av.open(str(tmp), "w", format="mp4", options={"fflags": "+bitexact"}) as container:
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "yuv420p"
-            codec = stream.codec_context
-            codec.thread_count = 1
-            codec.flags |= av.codec.context.Flags.bitexact
-            codec.max_b_frames = 0
-            codec.gop_size = 2 * fps
-            codec.options = {"crf": "23", "preset": "veryfast", "x264-params": "mbtree=0"}
+            stream = h264_stream(container, fps, frames.shape[2], frames.shape[1])
             for index, pixels in enumerate(frames):
                 frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
                 frame.pts = index
                 container.mux(stream.encode(frame))
             container.mux(stream.encode())
+
+
+def h264_stream(container, fps: int, width: int, height: int):
+    """The demo's H.264 stream (write_mp4's settings) added to an open output container."""
+    stream = container.add_stream("libx264", rate=fps)
+    stream.width, stream.height = width, height
+    stream.pix_fmt = "yuv420p"
+    codec = stream.codec_context
+    codec.thread_count = 1
+    codec.flags |= av.codec.context.Flags.bitexact
+    codec.max_b_frames = 0
+    codec.gop_size = 2 * fps
+    codec.options = {"crf": "23", "preset": "veryfast", "x264-params": "mbtree=0"}
+    return stream
 
 
 def _query_rows(vid: str, split: str, index: int, events: list[Event], n_frames: int, fps: int):

@@ -7,8 +7,10 @@ get the ranked videos with their best moment (issue 22).
         print(hit.rank, hit.video, hit.score, hit.start, hit.end)
 
 Modules: inputs (which files), encoding (model + CLIP as the pipeline uses them), store (the index
-folder), indexer (index_videos), searcher (search, Searcher), moments (the moment rule and its
-agreement with ground truth), page (the hits as an HTML page: write_results_page).
+folder), indexer (index_videos), windows (long videos as overlapping windows), searcher (search,
+Searcher), fast_scores (exact top k over float16 tokens), moments (the moment rule and its agreement
+with ground truth), measure (that agreement on an annotated split), page (the hits as an HTML page:
+write_results_page).
 """
 from prvr.search.indexer import index_videos
 from prvr.search.page import write_results_page

@@ -1,21 +1,24 @@
 """A trained model.pt with its CLIP, ready to encode videos and queries exactly as the pipeline does.
 
     enc = SearchEncoder.load("runs/full/seed1/model.pt", clip_weights="clip/tiny_clip.pt")
-    video = enc.encode_video("my.mp4")        # {"tokens": {key: (N, H) float32}, "duration", "n_frames"}
+    feats = enc.frame_features("my.mp4")      # (T, D) CLIP features of the sampled frames
+    tokens = enc.encode_frames(feats)         # {key: (N, H) float32}: what the index stores
     queries = enc.encode_queries(["a red circle ..."])   # {query key: (Q, H) float32}
 
 Videos: decode_video with the model's saved `frames` settings at CLIP's image size and CLIP frame
 features (prvr.features.extract.video_frame_features, the pipeline's own function), resampled to
 model.frame_tokens (prvr.store.resample, as the dataset does), then model.encode_videos on that one
 video at eval.precision; the outputs its score branches read are kept, plus `frame_tokens` for the
-moment. Queries: CLIP token features (encode_text_tokens, as the text-feature stage), cut to
+moment. A long video (prvr.search.windows) is sampled at the windows' rate over its whole length,
+and each window's frames are resampled and encoded like one video (WINDOW_BATCH windows per call).
+Queries: CLIP token features (encode_text_tokens, as the text-feature stage), cut to
 model.max_query_len (as the dataset), padded (pad_queries) and model.encode_queries.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,7 @@ from prvr.training.model_file import model_from_saved, read_model_file
 from prvr.video.decoding import video_info
 
 MOMENT_KEY = "frame_tokens"  # the encode_videos output the moment is read from
+WINDOW_BATCH = 64  # windows of a long video encoded by the model at a time
 
 
 @dataclass
@@ -87,18 +91,35 @@ class SearchEncoder:
         keys = model_scores.video_keys(self.branches)
         return keys if MOMENT_KEY in keys else (*keys, MOMENT_KEY)
 
-    def frame_features(self, path: str | Path) -> tuple[np.ndarray, float]:
-        """(T, D) CLIP features of a video's sampled frames (the pipeline's) and its duration (s)."""
-        feats = video_frame_features(path, self.clip, self.cfg.frames)  # (T, D)
-        return feats, float(video_info(path, backend=self.cfg.frames.backend)["duration"])
+    def duration(self, path: str | Path) -> float:
+        """A video's duration (s), as the sampling measures it (first frame to the end of the last)."""
+        return float(video_info(path, backend=self.cfg.frames.backend)["duration"])
 
-    @torch.no_grad()
+    def frame_features(self, path: str | Path, rate: float | None = None) -> np.ndarray:
+        """(T, D) CLIP features of a video's sampled frames: the pipeline's (its `frames` settings), or
+        with `rate`, `rate` frames per second over the whole video without the max_frames cap (a long
+        video cut into windows: prvr.search.windows)."""
+        frames_cfg = self.cfg.frames if rate is None else replace(self.cfg.frames, fps=rate, num_frames=None,
+                                                                    max_frames=None)
+        return video_frame_features(path, self.clip, frames_cfg)  # (T, D)
+
     def encode_frames(self, feats: np.ndarray) -> dict[str, np.ndarray]:
         """(T, D) CLIP frame features -> {key: (N, H) float32} of the model's video encoder."""
-        frames = resample_frames(feats, self.cfg.model.frame_tokens)[None]  # (1, Nf, D)
-        with encoding_precision(self.cfg.eval.precision, "cpu"):
-            out = self.model.encode_videos(torch.from_numpy(frames.astype(np.float32)))
-        return {key: out[key][0].float().numpy() for key in self.video_keys()}
+        return self.encode_frame_sets([feats])[0]
+
+    @torch.no_grad()
+    def encode_frame_sets(self, sets: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Each (T_i, D) CLIP frame features (a video, or a window of one) resampled to frame_tokens and
+        encoded by the model's video encoder, WINDOW_BATCH at a time -> {key: (N, H) float32} each."""
+        out = []
+        for start in range(0, len(sets), WINDOW_BATCH):
+            frames = np.stack([resample_frames(f, self.cfg.model.frame_tokens)
+                               for f in sets[start:start + WINDOW_BATCH]])  # (B, Nf, D)
+            with encoding_precision(self.cfg.eval.precision, "cpu"):
+                encoded = self.model.encode_videos(torch.from_numpy(frames.astype(np.float32)))
+            keys = {key: encoded[key].float().numpy() for key in self.video_keys()}  # (B, N, H) each
+            out += [{key: value[i] for key, value in keys.items()} for i in range(len(frames))]
+        return out
 
     @torch.no_grad()
     def encode_queries(self, texts: list[str]) -> dict[str, torch.Tensor]:

@@ -17,6 +17,7 @@ import torch
 
 from prvr.evaluation import model_scores
 from prvr.evaluation.scoring import NORM_EPS
+from prvr.search.windows import group_max
 
 BLOCK_VIDEOS = 512  # videos cast to float32 and multiplied at a time (512 x 128 x 384 x 4 B = 100 MB)
 
@@ -98,24 +99,46 @@ def pairwise_scores(query: dict[str, torch.Tensor], tokens: dict[str, torch.Tens
 
 
 def exact_top_k(query: dict[str, torch.Tensor], tokens: dict[str, torch.Tensor], inv_norms: dict[str, torch.Tensor],
-                branches, weights: tuple[float, float], k: int, ids: list[str], ranking) -> tuple[list[int], torch.Tensor]:
-    """The k best video rows for ONE query and their exact scores (pairwise_scores), ties by id: float16
-    products give every video a score within HALF_BOUND * (w_0 + w_1) of its exact one; only the
-    videos within twice that of the k-th best such score can be in the top k (any video of the exact
-    top k is), so only they are scored exactly. Falls back to scoring every video exactly where the
-    bound does not hold (float32 tokens, a guided branch, a token norm beyond float16's range)."""
+                branches, weights: tuple[float, float], k: int, ids: list[str], ranking,
+                row_video: torch.Tensor | None = None) -> tuple[list[int], torch.Tensor]:
+    """The k best videos for ONE query and their exact scores (V,) (NaN where not computed), ties by id;
+    see exact_top_k_rows (row_video: each token row's video, None: one row per video)."""
+    order, scores, _ = exact_top_k_rows(query, tokens, inv_norms, branches, weights, k, ids, ranking, row_video)
+    return order, scores
+
+
+def exact_top_k_rows(query: dict[str, torch.Tensor], tokens: dict[str, torch.Tensor],
+                     inv_norms: dict[str, torch.Tensor], branches, weights: tuple[float, float], k: int,
+                     ids: list[str], ranking, row_video: torch.Tensor | None = None
+                     ) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """The k best videos for ONE query, their exact scores (V,) and the exact scores of their rows (R,)
+    (NaN where not computed). A video's score is the max over its rows (the windows of a long video,
+    prvr.search.windows; row_video (R,) names each row's video, None: row i is video i); ties by id.
+
+    Exact (pairwise_scores) where it matters: float16 products give every row a score within
+    B = HALF_BOUND * (w_0 + w_1) of its exact one, so a video's max over its rows is within B of its
+    exact max too; only the videos within 2 B of the k-th best such video score can be in the top k
+    (any video of the exact top k is), so only their rows are scored exactly. Falls back to scoring
+    every row exactly where the bound does not hold (float32 tokens, a guided branch, a token norm
+    beyond float16's range)."""
+    n_rows = next(iter(tokens.values())).shape[0]
+    row_video = torch.arange(n_rows) if row_video is None else row_video
     keys = [b.video_key for b in branches]
     plain = all(b.guide_key is None for b in branches) and all(tokens[key].dtype == torch.float16 for key in keys)
     if not plain or any(float(inv_norms[key].min()) < 1 / 60000 for key in keys):
-        scores = index_scores(query, tokens, inv_norms, branches, weights)[0]
-        return ranking(scores.numpy(), ids)[:k], scores
-    approx = sum(w * half_cosine_maxima(query[b.query_key], tokens[b.video_key], inv_norms[b.video_key])
-                 for w, b in zip(weights, branches))[0]  # (V,)
+        row_scores = index_scores(query, tokens, inv_norms, branches, weights)[0]  # (R,)
+        scores = group_max(row_scores, row_video, len(ids))[0]  # (V,)
+        return ranking(scores.numpy(), ids)[:k], scores, row_scores
+    approx_rows = sum(w * half_cosine_maxima(query[b.query_key], tokens[b.video_key], inv_norms[b.video_key])
+                      for w, b in zip(weights, branches))[0]  # (R,)
+    approx = group_max(approx_rows, row_video, len(ids))[0]  # (V,)
     band = 2 * HALF_BOUND * (abs(weights[0]) + abs(weights[1]))
     kth = torch.topk(approx, min(k, len(ids))).values[-1]
-    rows = torch.nonzero(approx >= kth - band).squeeze(1)  # (C,) the candidates, row order
-    exact = pairwise_scores(query, tokens, branches, weights, rows)  # (C,) float64
-    order = ranking(exact.numpy(), [ids[i] for i in rows.tolist()])[:k]
-    scores = torch.full((len(ids),), float("nan"), dtype=torch.float64)
-    scores[rows] = exact
-    return [int(rows[i]) for i in order], scores
+    candidates = approx >= kth - band  # (V,)
+    rows = torch.nonzero(candidates[row_video]).squeeze(1)  # (C,) the candidates' rows, row order
+    row_scores = torch.full((n_rows,), float("nan"), dtype=torch.float64)
+    row_scores[rows] = pairwise_scores(query, tokens, branches, weights, rows)  # float64
+    scores = group_max(row_scores, row_video, len(ids))[0]  # (V,), NaN but for the candidates
+    videos = torch.nonzero(candidates).squeeze(1).tolist()
+    order = ranking(scores[videos].numpy(), [ids[v] for v in videos])[:k]
+    return [videos[i] for i in order], scores, row_scores

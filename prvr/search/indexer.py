@@ -6,14 +6,17 @@
 
 Per video (prvr.search.encoding, the pipeline's decoding, CLIP and resampling): the model's video
 encoder outputs its score reads (and frame_tokens), float16 by default, the duration and each frame
-token's time span (prvr.search.moments.token_spans), stored as prvr.search.store describes.
+token's time span (prvr.search.moments.token_spans), stored as prvr.search.store describes. A video
+longer than the index's `long_after` is stored as one row per window (prvr.search.windows), its token
+spans in the long video's seconds.
 
 Resumable: a video whose id is in the index with the same file content (sha256) is skipped; one
-whose content changed is encoded again (its old row is dropped). Videos are committed every
-`shard_size` videos, so an interrupted run keeps what it finished; without `clip_weights`, an
-existing index is extended with the CLIP weights it names. A file that cannot be read or
-decoded is listed (one line on stderr: file and reason) and skipped. An index is only extended
-with the same model, CLIP and settings it was built with (a one-line error otherwise).
+whose content changed is encoded again (its old rows are dropped). Videos are committed every
+`shard_size` videos (or once their rows reach SHARD_ROWS), so an interrupted run keeps what it
+finished; without `clip_weights`, an existing index is extended with the CLIP weights it names. A
+file that cannot be read or decoded is listed (one line on stderr: file and reason) and skipped. An
+index is only extended with the same model, CLIP and settings (windows included) it was built with
+(a one-line error otherwise).
 
 workers > 1: that many threads hash, decode and CLIP-encode the next videos while the main thread
 runs the model and writes (decoding releases the GIL; torch ops run in parallel).
@@ -35,16 +38,21 @@ from prvr.search import store
 from prvr.search.encoding import SearchEncoder
 from prvr.search.inputs import list_videos
 from prvr.search.moments import token_spans
+from prvr.search.windows import is_long, resolve_windows, window_frames, window_spans, window_starts
 from prvr.video.decoding import VideoDecodeError
 
 SHARD_SIZE = 64  # videos per shard, i.e. per commit of index.json
+SHARD_ROWS = 1024  # ... or fewer, once their rows (windows of long videos) reach this many
 DTYPES = ("float16", "float32")
 
 
 def index_videos(videos: str | Path, model_path: str | Path, out_index: str | Path,
                  clip_weights: str | Path | None = None, workers: int = 1, shard_size: int = SHARD_SIZE,
-                 dtype: str = "float16") -> dict:
-    """Index the videos of a folder or list file into `out_index`; returns the counts and the broken files."""
+                 dtype: str = "float16", long_after: float | str | None = None, window: float | None = None,
+                 stride: float | None = None) -> dict:
+    """Index the videos of a folder or list file into `out_index`; returns the counts and the broken files.
+    long_after / window / stride (seconds; long_after="off": no windows): prvr.search.windows, its
+    defaults for a new index, the index's own settings when extending one and none is given."""
     if dtype not in DTYPES or workers < 1 or shard_size < 1:
         raise PrvrError(f"index: dtype must be one of {DTYPES}, workers and shard_size >= 1 "
                         f"(got {dtype!r}, {workers}, {shard_size})")
@@ -56,7 +64,10 @@ def index_videos(videos: str | Path, model_path: str | Path, out_index: str | Pa
     if clip_weights is None and manifest is not None:
         clip_weights = manifest["clip"]["weights"]  # extending an index: the CLIP it was built with
     encoder = SearchEncoder.load(model_path, clip_weights)
-    wanted = {"format": store.FORMAT, **encoder.describe(), "keys": list(encoder.video_keys()), "dtype": dtype}
+    windows = resolve_windows(encoder.cfg.frames, encoder.cfg.model.frame_tokens, long_after, window, stride,
+                              (manifest or {}).get("windows"), extending=manifest is not None)
+    wanted = {"format": store.format_for(windows), **encoder.describe(), "keys": list(encoder.video_keys()),
+              "dtype": dtype, "windows": windows}
     if manifest is not None:
         store.check_same_encoder(folder, manifest, wanted)
     manifest = {**wanted, "videos": (manifest or {}).get("videos", {})}
@@ -68,7 +79,8 @@ def _run(encoder: SearchEncoder, paths: dict[str, Path], folder: Path, manifest:
     counts = {"videos": len(paths), "indexed": 0, "unchanged": 0, "changed": 0}
     broken: dict[str, str] = {}
     pending: list[dict] = []
-    for vid, path, result in tqdm(_prepared(encoder, paths, manifest["videos"], workers), total=len(paths),
+    for vid, path, result in tqdm(_prepared(encoder, paths, manifest["videos"], workers, manifest["windows"]),
+                                  total=len(paths),
                                   unit="video", desc=f"index {folder.name}"):
         if isinstance(result, str):
             if result == "unchanged":
@@ -78,8 +90,8 @@ def _run(encoder: SearchEncoder, paths: dict[str, Path], folder: Path, manifest:
                 tqdm.write(f"prvr index: skipped {path}: {result}", file=sys.stderr)  # a line of its own
             continue
         counts["changed" if vid in manifest["videos"] else "indexed"] += 1
-        pending.append(_encoded(encoder, vid, path, *result))
-        if len(pending) >= shard_size:
+        pending.append(_encoded(encoder, vid, path, *result, manifest["windows"]))
+        if len(pending) >= shard_size or sum(len(item["tokens"]) for item in pending) >= SHARD_ROWS:
             _flush(folder, manifest, pending)
     _flush(folder, manifest, pending)
     if not folder.joinpath(store.MANIFEST).exists():
@@ -87,15 +99,18 @@ def _run(encoder: SearchEncoder, paths: dict[str, Path], folder: Path, manifest:
     return {**counts, "broken": broken, "total_indexed": len(manifest["videos"])}
 
 
-def _prepared(encoder: SearchEncoder, paths: dict[str, Path], known: dict, workers: int) -> Iterator[tuple]:
-    """(id, path, "unchanged" | a reason it is broken | (sha256, (T, D) features, duration)) in id order,
-    prepared up to 2 * workers videos ahead."""
+def _prepared(encoder: SearchEncoder, paths: dict[str, Path], known: dict, workers: int,
+              windows: dict | None) -> Iterator[tuple]:
+    """(id, path, "unchanged" | a reason it is broken | (sha256, (T, D) features, duration, long)) in id
+    order, prepared up to 2 * workers videos ahead; a long video's frames at the windows' rate."""
     def prepare(vid: str, path: Path):
         try:
             sha = sha256_file(path)
             if known.get(vid, {}).get("sha256") == sha:
                 return "unchanged"
-            return (sha, *encoder.frame_features(path))
+            duration = encoder.duration(path)
+            long = is_long(duration, windows)
+            return sha, encoder.frame_features(path, windows["fps"] if long else None), duration, long
         except VideoDecodeError as err:
             return _reason(err, path)
         except OSError as err:
@@ -122,21 +137,37 @@ def _reason(err: Exception, path: Path) -> str:
     return text[len(str(path)) + 2:] if text.startswith(f"{path}: ") else text
 
 
-def _encoded(encoder: SearchEncoder, vid: str, path: Path, sha: str, feats: np.ndarray, duration: float) -> dict:
-    """One video's row: model outputs, token spans and its manifest entry."""
-    spans = token_spans(len(feats), duration, encoder.cfg.model.frame_tokens)  # (Nf, 2)
-    entry = {"file": str(path.resolve()), "sha256": sha, "duration": duration, "n_frames": int(len(feats))}
-    return {"id": vid, "tokens": encoder.encode_frames(feats), "spans": spans, "entry": entry}
+def _encoded(encoder: SearchEncoder, vid: str, path: Path, sha: str, feats: np.ndarray, duration: float,
+             long: bool, windows: dict | None) -> dict:
+    """One video's rows (one, or one per window of a long video): model outputs and token spans, and its
+    manifest entry (a long video's lists its windows, [start, end] seconds, one row each)."""
+    n_tokens, n = encoder.cfg.model.frame_tokens, len(feats)
+    entry = {"file": str(path.resolve()), "sha256": sha, "duration": duration, "n_frames": int(n)}
+    if not long:
+        spans = [token_spans(n, duration, n_tokens)]  # (Nf, 2)
+        return {"id": vid, "tokens": encoder.encode_frame_sets([feats]), "spans": spans, "windows": [None],
+                "entry": entry}
+    starts = window_starts(duration, windows["window"], windows["stride"])  # (W,)
+    frames = window_frames(n, duration, starts, windows["window"])  # (j0, j1) per window
+    bounds = [[float(s), float(min(s + windows["window"], duration))] for s in starts]
+    return {"id": vid, "tokens": encoder.encode_frame_sets([feats[j0:j1] for j0, j1 in frames]),
+            "spans": [window_spans(j0, j1, duration / n, n_tokens) for j0, j1 in frames],
+            "windows": bounds, "entry": {**entry, "windows": bounds}}
 
 
 def _flush(folder: Path, manifest: dict, pending: list[dict]) -> None:
-    """Write the pending rows as a new shard and commit index.json naming them."""
+    """Write the pending videos' rows as a new shard and commit index.json naming them (a video's rows
+    are consecutive: its entry names the first)."""
     if not pending:
         return
     folder.mkdir(parents=True, exist_ok=True)
     name = store.next_shard(folder)
-    store.write_shard(folder / name, pending, manifest["dtype"])
-    for row, item in enumerate(pending):
-        manifest["videos"][item["id"]] = {**item["entry"], "shard": name, "row": row}
+    rows = [{"id": item["id"], "tokens": tokens, "spans": spans, "window": window}
+            for item in pending for tokens, spans, window in zip(item["tokens"], item["spans"], item["windows"])]
+    store.write_shard(folder / name, rows, manifest["dtype"])
+    first = 0
+    for item in pending:
+        manifest["videos"][item["id"]] = {**item["entry"], "shard": name, "row": first}
+        first += len(item["tokens"])
     store.commit(folder, manifest)
     pending.clear()

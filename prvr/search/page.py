@@ -5,8 +5,9 @@ the whole video (thumbnails embedded as base64 JPEG, so the page is one file).
     write_results_page(hits, "a red circle spins", "results.html")
 
 Thumbnails: THUMB_SAMPLES frames at the centres of equal bins of the video (the pipeline's time-uniform
-sampling); those whose time falls inside the moment, at most `thumbs` of them evenly spread, or the one
-nearest to the moment's centre when none does. A video that can no longer be decoded gets a line
+sampling), or of the hit's window for a long video indexed as windows (prvr.search.windows: 32 samples
+over an hour would miss a moment of seconds); those whose time falls inside the moment, at most
+`thumbs` of them evenly spread, or the one nearest to the moment's centre when none does. A video that can no longer be decoded gets a line
 saying why instead of its strip; the page is still written.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from PIL import Image
 
 from prvr.errors import PrvrError
 from prvr.io import write_text
-from prvr.video.decoding import decode_video
+from prvr.video.decoding import decode_at_times, decode_video
 
 THUMB_SAMPLES = 32  # frames decoded per hit to choose the moment's thumbnails from
 MOMENT_COLOUR = "#d62728"  # the moment on the time bar (a test finds it in the rendered page)
@@ -51,10 +52,15 @@ def _jpeg(frame: np.ndarray) -> str:
 
 def _strip(hit, thumbs: int, size: int) -> str:
     try:
-        frames = decode_video(hit.file, num_frames=THUMB_SAMPLES, size=size)  # (T, size, size, 3)
+        if getattr(hit, "window", None):  # a long video: the samples cover the hit's window only
+            start, end = hit.window
+            times = start + (np.arange(THUMB_SAMPLES) + 0.5) * (end - start) / THUMB_SAMPLES  # (T,) seconds
+            frames = decode_at_times(hit.file, times, size=size)  # (T, size, size, 3)
+        else:
+            frames = decode_video(hit.file, num_frames=THUMB_SAMPLES, size=size)  # (T, size, size, 3)
+            times = (np.arange(len(frames)) + 0.5) * hit.duration / len(frames)  # bin centres, seconds
     except (PrvrError, OSError, ValueError) as err:
         return f'<div class="why">frames unavailable: {html.escape(str(err))}</div>'
-    times = (np.arange(len(frames)) + 0.5) * hit.duration / len(frames)  # bin centres, seconds
     images = "".join(f'<img src="{_jpeg(frames[i])}" alt="{times[i]:.1f} s" title="{times[i]:.1f} s">'
                      for i in moment_frames(times, hit.start, hit.end, thumbs))
     return f'<div class="strip">{images}</div>'

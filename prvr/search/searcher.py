@@ -12,7 +12,9 @@ float32 and returned as float64; computed by prvr.search.fast_scores on the toke
 inverse norms computed once per index), on the stored tokens: float16 tokens move a score by about 1e-3, float32 ones
 (index_videos(dtype="float32")) give the evaluation's own numbers to float32 rounding. Ranking:
 higher score first; equal scores by video id (ascending). The moment: prvr.search.moments.best_moment
-on the cosines of the query (the output the frame branch reads) with each frame token.
+on the cosines of the query (the output the frame branch reads) with each frame token. A long video
+indexed as windows (prvr.search.windows) scores the max over its windows; its moment is found in
+that window and reported in the long video's seconds.
 
 The model and CLIP weights are those index.json names; both are checked against its sha256.
 """
@@ -27,14 +29,16 @@ import torch.nn.functional as F
 
 from prvr.errors import PrvrError
 from prvr.search.encoding import MOMENT_KEY, SearchEncoder
-from prvr.search.fast_scores import exact_top_k, index_scores
+from prvr.search.fast_scores import exact_top_k_rows, index_scores
 from prvr.search.moments import RATIO, best_moment
 from prvr.search.store import LoadedIndex, check_same_encoder, load_index
+from prvr.search.windows import group_max
 
 
 @dataclass(frozen=True)
 class Hit:
-    """One ranked video: its score and best moment (seconds)."""
+    """One ranked video: its score and best moment (seconds of the video); `window`: for a long video,
+    the [start, end] seconds of the window its score and moment come from (None: not windowed)."""
     rank: int
     video: str
     score: float
@@ -42,6 +46,7 @@ class Hit:
     end: float
     duration: float
     file: str
+    window: tuple[float, float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,50 +63,63 @@ class Searcher:
             raise PrvrError(f"{model_path}: model file not found (named by {self.index.folder / 'index.json'})")
         self.encoder = SearchEncoder.load(model_path, clip_weights or manifest["clip"]["weights"])
         check_same_encoder(self.index.folder, manifest, {**self.encoder.describe(), "keys": manifest["keys"],
-                                                         "dtype": manifest["dtype"]})
+                                                         "dtype": manifest["dtype"],
+                                                         "windows": manifest.get("windows")})
         self.ratio = ratio
 
     def encode(self, queries: list[str]) -> dict[str, torch.Tensor]:
         """The model's query outputs {key: (Q, H)} for `queries` (what scores and similarities read)."""
         return self.encoder.encode_queries(queries)
 
-    def scores(self, encoded: dict[str, torch.Tensor]) -> np.ndarray:
-        """(Q, V) float64 scores of encoded queries against every indexed video (ids in index order)."""
+    def row_scores(self, encoded: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(Q, R) float64 scores of encoded queries against every row (a video, or a window of one)."""
         weights = (self.encoder.cfg.eval.w_clip, self.encoder.cfg.eval.w_frame)
-        return index_scores(encoded, self.index.tokens, self.index.inv_norms, self.encoder.branches,
-                            weights).numpy()
+        return index_scores(encoded, self.index.tokens, self.index.inv_norms, self.encoder.branches, weights)
 
-    def frame_similarities(self, encoded: dict[str, torch.Tensor], videos=None) -> np.ndarray:
-        """(Q, len(videos), Nf) cosines of each encoded query with the frame tokens of the video rows
-        `videos` (default: every video)."""
-        rows = torch.arange(len(self.index.ids)) if videos is None else torch.as_tensor(list(videos))
+    def scores(self, encoded: dict[str, torch.Tensor]) -> np.ndarray:
+        """(Q, V) float64 scores of encoded queries against every indexed video (ids in index order): a
+        long video's is the max over its windows."""
+        return self.video_scores(self.row_scores(encoded))[0].numpy()
+
+    def video_scores(self, row_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row scores (..., R) -> each video's score (..., V) and the row it comes from (the first on ties)."""
+        return group_max(row_scores, self.index.row_video, len(self.index.ids))
+
+    def frame_similarities(self, encoded: dict[str, torch.Tensor], rows=None) -> np.ndarray:
+        """(Q, len(rows), Nf) cosines of each encoded query with the frame tokens of the index rows
+        `rows` (default: every row; a row is a video, or a window of a long one)."""
+        rows = torch.arange(len(self.index.row_video)) if rows is None else torch.as_tensor(list(rows))
         query = F.normalize(encoded[self.encoder.moment_query_key()], dim=-1)  # (Q, H)
-        tokens = self.index.tokens[MOMENT_KEY][rows].float()  # (V', Nf, H)
-        inv = self.index.inv_norms[MOMENT_KEY][rows]  # (V', Nf)
+        tokens = self.index.tokens[MOMENT_KEY][rows].float()  # (R', Nf, H)
+        inv = self.index.inv_norms[MOMENT_KEY][rows]  # (R', Nf)
         return (torch.einsum("qh,vnh->qvn", query, tokens) * inv).numpy()
 
-    def moment(self, sims: np.ndarray, video: int) -> tuple[float, float]:
-        """(start, end) seconds of the best moment in video row `video` for similarities (Nf,)."""
-        return best_moment(sims, self.index.spans[video], self.ratio)
+    def moment(self, sims: np.ndarray, row: int) -> tuple[float, float]:
+        """(start, end) seconds of the best moment in index row `row` for similarities (Nf,), in the
+        video's time (a window's token spans are the long video's seconds)."""
+        return best_moment(sims, self.index.spans[row], self.ratio)
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
-        """The k best videos for `query`, each with its score and moment."""
+        """The k best videos for `query`, each with its score and moment (a long video's from its best
+        window, the first on ties)."""
         if k < 1:
             raise PrvrError(f"search: k must be >= 1, got {k}")
         if not query.strip():
             raise PrvrError("search: the query is empty")
         encoded = self.encode([query])
         weights = (self.encoder.cfg.eval.w_clip, self.encoder.cfg.eval.w_frame)
-        order, scores = exact_top_k(encoded, self.index.tokens, self.index.inv_norms, self.encoder.branches,
-                                    weights, k, self.index.ids, ranking)  # exact scores of the candidates
-        scores = scores.numpy()
-        sims = self.frame_similarities(encoded, order)[0]  # (k, Nf): the hits' videos only
+        order, scores, row_scores = exact_top_k_rows(encoded, self.index.tokens, self.index.inv_norms,
+                                                     self.encoder.branches, weights, k, self.index.ids, ranking,
+                                                     self.index.row_video)  # exact scores of the candidates
+        best_rows = self.video_scores(row_scores)[1][order].tolist()  # (k,) each hit's best row
+        sims = self.frame_similarities(encoded, best_rows)[0]  # (k, Nf): the hits' rows only
         hits = []
-        for rank, (video, sim) in enumerate(zip(order, sims), 1):
-            start, end = self.moment(sim, video)
+        for rank, (video, row, sim) in enumerate(zip(order, best_rows, sims), 1):
+            start, end = self.moment(sim, row)
             vid = self.index.ids[video]
+            window = tuple(self.index.row_window[row].tolist()) if self.index.windowed(video) else None
             hits.append(Hit(rank, vid, float(scores[video]), start, end, float(self.index.durations[video]),
-                            self.index.file(vid)))
+                            self.index.file(vid), window))
         return hits
 
 

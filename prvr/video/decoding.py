@@ -35,7 +35,7 @@ from prvr.video.frame_sampling import (indices_at_times, presentation_duration, 
                                       sample_times, select_frames)
 from prvr.errors import PrvrError
 
-__all__ = ["BACKENDS", "FramePlan", "VideoDecodeError", "decode_frames", "decode_video",
+__all__ = ["BACKENDS", "FramePlan", "VideoDecodeError", "decode_at_times", "decode_frames", "decode_video",
            "duration_seconds", "indices_at_times", "plan_frames", "resolve_backend", "sample_indices",
            "sample_times", "video_info"]
 
@@ -115,6 +115,16 @@ def decode_video(path: str | Path, fps: float | None = None, num_frames: int | N
                              max_frames=max_frames)
     module = _backend_module(resolve_backend(backend))
     return _finish(module.decode(path, _picker(fps, num_frames, max_frames), size), path, size)
+
+
+def decode_at_times(path: str | Path, times, size: int | None = None, *, backend: str = "auto") -> np.ndarray:
+    """(len(times), H, W, 3) uint8 RGB: the frame on screen at each time (seconds from the first frame,
+    indices_at_times), resized and cropped as `decode_video` does; e.g. thumbnails of a part of a long video."""
+    path = Path(path)
+    if size is not None and size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    module = _backend_module(resolve_backend(backend))
+    return _finish(module.decode(path, lambda info: indices_at_times(info.frame_starts, times), size), path, size)
 
 
 def decode_frames(folder: str | Path, folder_fps: float, fps: float | None = None,
