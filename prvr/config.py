@@ -166,8 +166,7 @@ class TrainConfig:
     (authors' max_es_cnt: 10 -> training stops after the 11th failing epoch).
     activation_checkpointing: recompute each encoder layer's activations in the backward pass
     instead of keeping them (less memory at the TVR shape, more time; the same numbers).
-    precision: "float32" (authors'), "tf32" (cuda: TensorFloat-32 products) or "bfloat16" (the
-    model's forward under bfloat16 autocast, the losses in float32; prvr.training.precision).
+    precision: "float32" (authors'), "tf32" (cuda) or "bfloat16": prvr.training.precision.
     """
     epochs: int = 5  # paper: 100
     batch_size: int = 64  # paper: 128
