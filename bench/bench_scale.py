@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.bench_scale [--small] [--rows eval train dag profile] [--threads 2] [--steps 2]
         [--eval-variants float32 bfloat16 reference] [--train-variants plain checkpointing] [--eval-batch 512]
+        [--screen-queries 64] [--no-diagnostics]
         [--model-videos N] [--videos 2179] [--queries 10895] [--train-videos 17435] [--train-captions 87175]
         [--omp-passive] [--malloc-mmap-threshold BYTES] [--workdir DIR] [--keep]
 
@@ -13,12 +14,20 @@ cache count) and the machine's 1-minute load average at its start and end:
 
   (a0) building the cache of the test split (frame_tokens 128, max_query_len 77);
   (a)  evaluating the paper's model (gmmformer_v2, 768 -> 384, 128 frame tokens, 32 clip tokens, 4 heads;
-       random weights, seed 0) on that split as evaluate.split_scores + retrieval_metrics do it
-       (eval.batch_size --eval-batch, the scoring's query chunk): encode videos, encode queries,
-       chunked scores, metrics; one row per --eval-variants: "float32" (this code), "bfloat16"
-       (eval.precision bfloat16), "reference" (the evaluation before the inference fast path: the
-       training forward in eval mode, MKL's sgemm for every product, eval.batch_size videos per model
-       call); --model-videos overrides evaluate.CPU_MODEL_VIDEOS (float32; bfloat16 takes twice as many);
+       random weights, seed 0) on that split as evaluate.evaluate_split does it (eval.batch_size
+       --eval-batch): open, encode videos, encode queries, ranks (prvr.evaluation.ranking, float32
+       screen), metrics; its wall seconds are the sum of those phases. One group of rows per
+       --eval-variants: "float32" (this code), "bfloat16" (eval.precision bfloat16), "reference" (the
+       evaluation before the inference fast path: the training forward in eval mode, MKL's sgemm for
+       every product, eval.batch_size videos per model call); --model-videos overrides
+       evaluate.CPU_MODEL_VIDEOS (float32; bfloat16 takes twice as many). In the same child, on the
+       same encodings:
+  (a1) the scoring before issue 23 (the (Q, V) float64 matrix, near ties settled, retrieval_metrics),
+       and whether its metrics equal (a)'s;
+  (a2) the bfloat16 screen of prvr.evaluation.ranking on the first --screen-queries queries against
+       the float32 screen on the same queries (the share of pairs rescored, the counts compared);
+  (a3) the collapse diagnostics of the same encodings (analysis.encoded_record, as the evaluate job
+       computes them; random 2-10 s moments of 60 s videos): seconds, RSS before and peak during them;
   (p)  with the row "profile": where the encoding's CPU time goes (torch.profiler, 64 videos, each
        variant): matrix products, softmax, LayerNorm, copies, the rest;
   (b0) building the cache of the train split;
@@ -43,6 +52,7 @@ import time
 from pathlib import Path
 
 from bench.scale_phases import EVAL_VARIANTS, REPO
+from prvr.evaluation import ranking
 
 TVR = {"videos": 2179, "queries": 10895, "train_videos": 17435, "train_captions": 87175}
 
@@ -80,19 +90,55 @@ def _stores_and_cache(root: Path, a, split: str, videos: int, captions: int, see
 def eval_rows(root: Path, a, rows: list[str]) -> None:
     size = f"{a.videos} videos, {a.queries} queries"
     paths = _stores_and_cache(root, a, "test", a.videos, a.queries, 1, "(a0) cache build, test split", size, rows)
-    full = (a.videos, a.queries) == (TVR["videos"], TVR["queries"])  # the goal is stated for the TVR test size
+    full = (a.videos, a.queries) == (TVR["videos"], TVR["queries"])  # the goals are stated for the TVR test size
     for variant in a.eval_variants:
         ev = run_child("eval", {"cache": str(root / "cache_test"), "captions": paths["captions"], "threads": a.threads,
-                                "variant": variant, "batch_size": a.eval_batch,
-                                "model_videos": a.model_videos}, a.threads)
-        t = ev["times"]
-        per_call = f", {a.model_videos} videos per model call" if a.model_videos else ""
-        rows.append(_row(f"(a) evaluation, gmmformer_v2 paper shape, {variant}{per_call}", size, ev,
-                         f"encode videos {t['encode_videos']:.1f} s, queries {t['encode_queries']:.1f} s, "
-                         f"chunked scores {t['scores']:.1f} s, metrics {t['metrics']:.1f} s, open {t['open']:.1f} s "
-                         f"({ev['rss_open_gb']:.2f} GB); SumR {ev['metrics']['SumR']:.2f} (random weights); "
-                         f"eval.batch_size {a.eval_batch}"
-                         + (f"; goal <= 60 s: {'met' if ev['wall_s'] <= 60 else 'not met'}" if full else "")))
+                                "variant": variant, "batch_size": a.eval_batch, "model_videos": a.model_videos,
+                                "video_store": paths["video"], "screen_queries": a.screen_queries,
+                                "diagnostics": not a.no_diagnostics}, a.threads)
+        rows.extend(_eval_row_group(ev, variant, size, a, full))
+
+
+def _eval_row_group(ev: dict, variant: str, size: str, a, full: bool) -> list[str]:
+    """Rows (a) the evaluation, (a1) the matrix path it replaced, (a2) the bfloat16 screen, (a3) the
+    collapse diagnostics of the same encodings: wall seconds of their phases (one child process)."""
+    t, cpu = ev["times"], ev["cpu_times"]
+    per_call = f", {a.model_videos} videos per model call" if a.model_videos else ""
+    encode = t["open"] + t["encode_videos"] + t["encode_queries"]
+    evaluation = encode + t["ranks"] + t["metrics"]
+    cpu_encode = cpu["open"] + cpu["encode_videos"] + cpu["encode_queries"]
+    load = "{:.1f} / {:.1f}".format(*ev["load"])
+    out = [f"| (a) evaluation, gmmformer_v2 paper shape, {variant}{per_call} | {size} | {evaluation:.1f} | "
+           f"{cpu_encode + cpu['ranks'] + cpu['metrics']:.1f} | {ev['peak_rss_gb']:.2f} (whole child) | {load} | "
+           f"open {t['open']:.1f} s ({ev['rss_open_gb']:.2f} GB), encode videos {t['encode_videos']:.1f} s, queries "
+           f"{t['encode_queries']:.1f} s, ranks (float32 screen, a query chunk at a time, near ties of "
+           f"{t['settled_queries_ranks']} queries settled) {t['ranks']:.1f} s, metrics {t['metrics']:.2f} s; SumR "
+           f"{ev['metrics']['SumR']:.2f} (random weights); eval.batch_size {a.eval_batch}"
+           + (f"; goal <= 30 s: {'met' if evaluation <= 30 else 'not met'}" if full else "") + " |"]
+    if "matrix_scores" in t:
+        before = encode + t["matrix_scores"] + t["matrix_settle"] + t["matrix_metrics"]
+        cpu_before = cpu_encode + cpu["matrix_scores"] + cpu["matrix_settle"] + cpu["matrix_metrics"]
+        out.append(f"| (a1) the same, scored as before issue 23: the (Q, V) float64 matrix | {size} | {before:.1f} | "
+                   f"{cpu_before:.1f} | | | scores {t['matrix_scores']:.1f} s, near ties settled {t['matrix_settle']:.1f} s "
+                   f"({t['settled_queries']} queries), metrics {t['matrix_metrics']:.2f} s; the same metrics as (a): "
+                   f"{ev['matrix_metrics_equal']} |")
+    if "bf16" in ev:
+        b = ev["bf16"]
+        out.append(f"| (a2) bfloat16 screen (prvr.evaluation.ranking) on the first {b['queries']} queries | {size} | "
+                   f"{t['bf16_screen']:.1f} | {cpu['bf16_screen']:.1f} | | | float32 screen on the same queries "
+                   f"{t['f32_screen_same_queries']:.1f} s (each with its fixed costs: unit tokens of every video, "
+                   f"the near pairs in float64); up to {100 * b['band_share']:.1f} % of a chunk's "
+                   f"pairs within the rescoring band (above {100 * ranking.MAX_RESCORED:.0f} %: the chunk is redone "
+                   f"in float32), {b['bf16_chunks']} of {b['chunks']} chunk(s) kept bfloat16, "
+                   f"{100 * b['rescored_share']:.2f} % of all pairs rescored; the same counts: {b['equal']} |")
+    if "diagnostics" in t:
+        extra = t["moments"] + t["diagnostics"]
+        out.append(f"| (a3) collapse diagnostics of the same encodings | {size} | {extra:.1f} | "
+                   f"{cpu['moments'] + cpu['diagnostics']:.1f} | "
+                   f"{ev['peak_diagnostics_gb']:.2f} (peak during them) | | moments {t['moments']:.1f} s, record "
+                   f"{t['diagnostics']:.1f} s; RSS before them {ev['rss_before_diagnostics_gb']:.2f} GB"
+                   + (f"; goal <= 20 s: {'met' if extra <= 20 else 'not met'}" if full else "") + " |")
+    return out
 
 
 def profile_rows(root: Path, a, rows: list[str]) -> None:
@@ -172,6 +218,10 @@ def main() -> None:
     parser.add_argument("--model-videos", type=int, default=None,
                         help="videos per model call in float32, twice that in bfloat16 "
                              "(evaluate.CPU_MODEL_VIDEOS; default: the code's)")
+    parser.add_argument("--screen-queries", type=int, default=64,
+                        help="queries on which row (a2) times the bfloat16 screen (0: skip it; on a CPU without "
+                             "native bfloat16 products it runs at about 0.6 GFLOP/s)")
+    parser.add_argument("--no-diagnostics", action="store_true", help="skip row (a3)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--omp-passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE in every child: "
                         "idle OpenMP threads sleep instead of spinning (fairer numbers on a shared machine)")
@@ -201,7 +251,8 @@ def main() -> None:
     print("| row | size | wall s | CPU s | peak RSS GB | load avg start / end | notes |\n|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     print("\nEach row is one child process: its wall and CPU seconds (user + system) and its peak RSS "
-          "(ru_maxrss: touched pages of the mapped cache count). Stores are generated with float16 entries "
+          "(ru_maxrss: touched pages of the mapped cache count); rows (a)-(a3) share one child and give the "
+          "wall and CPU seconds of their own phases. Stores are generated with float16 entries "
           "(the cache is float16 either way).")
 
 

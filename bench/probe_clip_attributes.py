@@ -29,8 +29,8 @@ import numpy as np
 from prvr.config import load_config
 from prvr.sources.annotations import read_tvr_jsonl
 from prvr.demo.vocabulary import COLOURS, MOTIONS, SCENES, SHAPES
-from prvr.evaluation.analysis import _normalise, event_embeddings, split_embeddings
-from prvr.stages import _analysis_inputs, event_labels
+from prvr.evaluation.analysis import _normalise, event_embeddings, event_labels, split_embeddings
+from prvr.stages import _analysis_inputs
 
 ATTRIBUTES = ("shape", "motion", "colour", "scene")
 

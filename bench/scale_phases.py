@@ -96,10 +96,14 @@ def _eval_variant(args: dict) -> str:
     return "bfloat16" if args["variant"] == "bfloat16" else "float32"
 
 
+CPU_TIMES: dict[str, float] = {}  # CPU seconds (this process, all threads) of each _timed phase
+
+
 def _timed(times: dict, key: str, work):
-    mark = time.perf_counter()
+    mark, cpu = time.perf_counter(), time.process_time()
     out = work()
     times[key] = time.perf_counter() - mark
+    CPU_TIMES[key] = time.process_time() - cpu
     return out
 
 
@@ -118,36 +122,113 @@ def phase_cache(args: dict) -> dict:
     return {**_usage(start), "cache_gb": sum(p.stat().st_size for p in Path(out).iterdir()) / 2**30}
 
 
+def _peak_rss_gb() -> float:
+    """This process's peak RSS since the last _reset_peak (VmHWM; ru_maxrss where /proc is not writable)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _reset_peak() -> float:
+    """Reset the peak RSS to the current RSS (Linux clear_refs 5); returns the current RSS in GB."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return _peak_rss_gb()
+
+
+def _bench_moments(dataset, video_store: str, seed: int = 0):
+    """SplitMoments of the generated split: each caption a random 2-10 s moment of a 60 s video."""
+    from prvr.evaluation.analysis import split_moments
+    from prvr.sources.annotations import Query
+    from prvr.store.feature_store import FeatureStore
+    rng = np.random.default_rng(seed)
+    queries = {}
+    for cid in dataset.index.caption_ids:
+        start = float(rng.uniform(0, 50))
+        queries[cid] = Query(cid.split("#")[0], 60.0, start, start + float(rng.uniform(2, 10)), "", 0, cid)
+    with FeatureStore(video_store) as store:
+        n_frames = {v: store.shape(v)[0] for v in dataset.index.videos}
+    return split_moments(dataset.index, queries, n_frames, FRAME_TOKENS)
+
+
+def _matrix_metrics(queries, videos, branches, positive, cfg, times: dict) -> dict:
+    """evaluate.split_scores's way, as the evaluation ranked before issue 23: the (Q, V) float64 matrix,
+    its near ties settled (here all in one ties.settle_near_pairs call), retrieval_metrics."""
+    from prvr.evaluation import model_scores, ranking, scoring, ties
+    from prvr.evaluation.metrics import retrieval_metrics
+    import torch
+    weights = (cfg.eval.w_clip, cfg.eval.w_frame)
+    scores = _timed(times, "matrix_scores", lambda: model_scores.model_scores_chunked(
+        queries, videos, branches, weights, scoring.QUERY_CHUNK, torch.float64).numpy())
+    times["settled_queries"] = _timed(times, "matrix_settle", lambda: ties.settle_near_pairs(
+        scores, positive, ranking.PairScorer(queries, videos, branches, weights), cfg.eval.tie_tolerance))
+    return _timed(times, "matrix_metrics", lambda: retrieval_metrics(scores, positive, ks=tuple(cfg.eval.ks),
+                                                                     ties=cfg.eval.ties))
+
+
+def _bf16_screen(queries, videos, branches, positive, cfg, n_queries: int, times: dict) -> dict:
+    """The bfloat16 screen on the first n_queries queries; its counts against the float32 screen's."""
+    from prvr.evaluation import ranking
+    part = {k: v[:n_queries] for k, v in queries.items()}
+    weights = (cfg.eval.w_clip, cfg.eval.w_frame)
+    run = lambda screen: ranking.split_rank_counts(part, videos, branches, weights, positive[:n_queries],  # noqa: E731
+                                                   cfg.eval.tie_tolerance, screen=screen)
+    higher, tied, stats = _timed(times, "bf16_screen", lambda: run("bfloat16"))
+    ref_higher, ref_tied, _ = _timed(times, "f32_screen_same_queries", lambda: run("float32"))
+    pairs = len(higher) * videos[branches[0].video_key].shape[0]
+    return {"queries": len(higher), "equal": bool((higher == ref_higher).all() and (tied == ref_tied).all()),
+            "rescored_share": stats.rescored_pairs / max(1, pairs), "bf16_chunks": stats.bfloat16_chunks,
+            "band_share": stats.band_share, "chunks": stats.bfloat16_chunks + stats.float32_chunks}
+
+
 def phase_eval(args: dict) -> dict:
+    """The evaluation phase by phase (evaluate.encode_split, ranking, metrics), the matrix path it
+    replaced, optionally the bfloat16 screen on a few queries and the collapse diagnostics of the
+    same encodings (time, RSS before and peak RSS during them)."""
     import torch
     from prvr.data.dataset import PRVRDataset
     from prvr.store.feature_cache import FeatureCache
-    from prvr.evaluation import evaluate, scoring
-    from prvr.evaluation.metrics import retrieval_metrics
+    from prvr.evaluation import analysis, evaluate, ranking
+    from prvr.evaluation.metrics import metrics_from_counts
     from prvr.models import create_model
     torch.set_num_threads(args["threads"])
     cfg = paper_config(args["threads"])
     precision = _eval_variant(args)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     dataset = PRVRDataset.from_cache(FeatureCache(args["cache"]), args["captions"], cfg.model)
     model = create_model(cfg.model, seed=0).eval()
     times = {"open": time.perf_counter() - start}
+    CPU_TIMES["open"] = time.process_time() - cpu_start
     rss_open = _usage(start)["peak_rss_gb"]
-    # evaluate.split_scores + evaluate_split, phase by phase
+    branches = evaluate.score_branches(model)
+    video_keys = ranking.model_scores.video_keys(branches)
+    # evaluate.encode_split(analysed=True), phase by phase
     videos = _timed(times, "encode_videos", lambda: evaluate.encode_videos(
-        model, dataset, args["batch_size"], "cpu", precision=precision))
+        model, dataset, args["batch_size"], "cpu", video_keys, ("frame_to_clip",), precision))
     queries = _timed(times, "encode_queries", lambda: evaluate.encode_queries(
-        model, dataset, args["batch_size"], "cpu", precision=precision))
-    scores = _timed(times, "scores", lambda: scoring.prvr_scores_chunked(
-        queries, videos["clip_tokens"], videos["frame_tokens"], w_clip=cfg.eval.w_clip, w_frame=cfg.eval.w_frame,
-        query_chunk=scoring.QUERY_CHUNK, dtype=torch.float64).numpy())
-    index = {v: i for i, v in enumerate(dataset.index.videos)}
-    positive = np.array([index[c.split("#", 1)[0]] for c in dataset.index.caption_ids], dtype=np.int64)
-    metrics = _timed(times, "metrics", lambda: retrieval_metrics(scores, positive, ks=tuple(cfg.eval.ks),
-                                                                 ties=cfg.eval.ties))
-    result = {**_usage(start), "times": times, "metrics": metrics, "videos": len(dataset),
-              "queries": len(positive), "rss_open_gb": rss_open}
-    return result
+        model, dataset, args["batch_size"], "cpu", ("query",), precision))
+    positive = evaluate.relevant_videos(dataset)
+    weights = (cfg.eval.w_clip, cfg.eval.w_frame)
+    higher, tied, stats = _timed(times, "ranks", lambda: ranking.split_rank_counts(
+        queries, videos, branches, weights, positive, cfg.eval.tie_tolerance, screen="float32"))
+    metrics = _timed(times, "metrics", lambda: metrics_from_counts(higher, tied, tuple(cfg.eval.ks), cfg.eval.ties))
+    times["settled_queries_ranks"] = stats.settled_queries
+    result = {"times": times, "metrics": metrics, "videos": len(dataset), "queries": len(positive),
+              "rss_open_gb": rss_open}
+    if args.get("compare", True):
+        result["matrix_metrics_equal"] = _matrix_metrics(queries, videos, branches, positive, cfg, times) == metrics
+    if args.get("screen_queries"):
+        result["bf16"] = _bf16_screen(queries, videos, branches, positive, cfg, args["screen_queries"], times)
+    if args.get("diagnostics", True):
+        moments = _timed(times, "moments", lambda: _bench_moments(dataset, args["video_store"]))
+        result["rss_before_diagnostics_gb"] = _reset_peak()
+        result["diagnostics"] = _timed(times, "diagnostics", lambda: analysis.encoded_record(
+            {"query": queries["query"]}, videos, dataset, moments))
+        result["peak_diagnostics_gb"] = _peak_rss_gb()
+    return {**_usage(start), **result, "cpu_times": CPU_TIMES}
 
 
 PROFILE_KINDS = {"matmul": ("addmm", "mm", "bmm", "_linear_pointwise"), "softmax": ("_softmax",),

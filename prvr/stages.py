@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from prvr.config import Config, query_dim
@@ -167,17 +168,29 @@ def _opened_split(captions: tuple, video_feats: tuple, text_feats: tuple, frame_
 RELEASE_SELECTION = "the release's own (its file does not say on which split)"
 
 
+@dataclass(frozen=True)
+class CollapseOutput:
+    """What evaluate_run needs to write collapse.json from the encodings it evaluates (analysis.split
+    being the evaluated split): that split's annotation file, the demo's event labels (or None), and
+    where collapse.json goes."""
+    annotations: Path
+    labels: Path | None
+    out: Path
+
+
 def evaluate_run(model_path: Path, captions: Path, video_feats: Path, text_feats: Path, out: Path,
                  split: str = "test", inputs: dict | None = None, device: str = "cpu",
-                 coverage: Path | None = None, cache: Path | None = None) -> dict:
+                 coverage: Path | None = None, cache: Path | None = None,
+                 collapse: CollapseOutput | None = None) -> dict:
     """Evaluate model.pt on a split; metrics JSON carries its own provenance block, the tie rule
     (the model's config eval.ties) and the number of queries whose relevant video had tied candidates.
     device: where to run it (the workflow's eval.device), whatever device the model was trained on.
     coverage: the caption rule's counts; its queries_without_video (videos that could not be fetched)
     are recorded, so every table can say how many of the split's queries were not evaluated.
-    cache: the dataset's feature cache (data.feature_cache) to read the split from."""
+    cache: the dataset's feature cache (data.feature_cache) to read the split from.
+    collapse: also write the collapse diagnostics of the very encodings evaluated (one encoding of
+    the split: prvr.evaluation.analysis.evaluate_and_diagnose) to collapse.out."""
     from prvr.data.dataset import PRVRDataset
-    from prvr.evaluation.evaluate import evaluate_split
     from prvr.provenance import provenance
     from prvr.training.model_file import model_from_saved, read_model_file
     saved = read_model_file(model_path)
@@ -189,51 +202,57 @@ def evaluate_run(model_path: Path, captions: Path, video_feats: Path, text_feats
         inputs = {**(inputs or {}), "feature_cache": cache}
     else:
         dataset = split_dataset(captions, video_feats, text_feats, cfg.model)
-    from prvr.models import ModelInputError
-    try:
-        metrics = evaluate_split(model, dataset, cfg.eval, device)
-    except ModelInputError as err:  # features of another dimension or length than the model was trained on
-        raise PrvrError(f"{model_path} does not fit {video_feats} / {text_feats}: {err}") from None
+    metrics, diagnostics = _evaluate(model_path, model, cfg, dataset, video_feats, text_feats, device, collapse)
     seed = int(saved["seed"]) if saved["seed"] is not None else None  # None: an imported release checkpoint
     imported = saved.get("imported_from")
     import json
     left_out = json.loads(Path(coverage).read_text())["queries_without_video"] if coverage else 0
+    inputs = {"model": model_path, "captions": captions, "video_feats": video_feats, "text_feats": text_feats,
+              **(inputs or {})}
     record = {"split": split, "n_queries": len(dataset.index.caption_ids), "n_videos": len(dataset),
               "metrics": metrics, "tie_rule": cfg.eval.ties, "queries_with_ties": metrics["queries_with_ties"],
               "selection": RELEASE_SELECTION if imported else cfg.eval.selection, "queries_without_video": left_out,
-              **({"imported_from": imported} if imported else {}),
-              "provenance": provenance(cfg, seed, {"model": model_path, "captions": captions,
-                                                   "video_feats": video_feats, "text_feats": text_feats,
-                                                   **(inputs or {})})}
+              **({"imported_from": imported} if imported else {}), "provenance": provenance(cfg, seed, inputs)}
     write_json(out, record)
+    if collapse is not None:
+        inputs = {**inputs, "annotations": collapse.annotations,
+                  **({"event_labels": collapse.labels} if collapse.labels else {})}
+        source = "the feature cache" if cache is not None else "the feature stores"
+        write_json(collapse.out, _collapse_record(split, dataset, diagnostics, provenance(cfg, seed, inputs),
+                                                  f"trained model: the encodings of metrics.json (eval.precision "
+                                                  f"{cfg.eval.precision}, {source})"))
     return record
 
 
-
-EVENT_LABELS = ("kind", "shape", "motion", "colour", "scene")  # the demo's hidden labels analysed
-
-
-def event_labels(queries, labels_file: Path) -> dict[str, dict[str, str]]:
-    """caption id -> {label: value} for EVENT_LABELS of the given annotation rows (Query), from the demo
-    corpus's hidden event labels (matched by desc_id)."""
-    import json
+def _evaluate(model_path: Path, model, cfg: Config, dataset, video_feats: Path, text_feats: Path, device: str,
+              collapse: CollapseOutput | None) -> tuple[dict, dict | None]:
+    """(metrics, collapse diagnostics or None) of evaluate_run, its errors one line naming the files."""
+    from prvr.evaluation.analysis import AnalysisError, evaluate_and_diagnose, moments_from_files
+    from prvr.evaluation.evaluate import evaluate_split
+    from prvr.models import ModelInputError
     try:
-        by_desc = {}
-        for line in Path(labels_file).read_text().splitlines():
-            row = json.loads(line)
-            by_desc[row["desc_id"]] = {name: str(row[name]) for name in EVENT_LABELS}
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise PrvrError(f"{labels_file}: not an event label file ({type(err).__name__}: {err})") from None
-    return {q.caption_id: by_desc[q.desc_id] for q in queries if q.desc_id in by_desc}
+        if collapse is None:
+            return evaluate_split(model, dataset, cfg.eval, device), None
+        moments = moments_from_files(dataset.index, collapse.annotations, video_feats, cfg.model.frame_tokens,
+                                     collapse.labels)
+        return evaluate_and_diagnose(model, dataset, cfg.eval, moments, device)
+    except ModelInputError as err:  # features of another dimension or length than the model was trained on
+        raise PrvrError(f"{model_path} does not fit {video_feats} / {text_feats}: {err}") from None
+    except AnalysisError as err:  # e.g. a zero or non-finite embedding
+        raise PrvrError(f"{collapse.out}: collapse analysis of {model_path} failed: {err}") from None
+
+
+def _collapse_record(split: str, dataset, diagnostics: dict, provenance_block: dict, embeddings: str) -> dict:
+    """collapse.json: the split's size, the diagnostics, what they were computed on, provenance."""
+    return {"split": split, "n_queries": len(dataset.index.caption_ids), "n_videos": len(dataset),
+            "metrics": diagnostics, "embeddings": embeddings, "provenance": provenance_block}
 
 
 def _analysis_inputs(model_path: Path | None, cfg: Config, annotation_file: Path, captions: Path,
                      video_feats: Path, text_feats: Path, labels_file: Path | None):
     """(model or None, its config, its seed or None, the split's dataset, its SplitMoments); the model
     is put on the workflow config's eval.device."""
-    from prvr.sources.annotations import read_tvr_jsonl
-    from prvr.store.feature_store import FeatureStore
-    from prvr.evaluation.analysis import split_moments
+    from prvr.evaluation.analysis import moments_from_files
     from prvr.training.model_file import model_from_saved, read_model_file
     model, seed = None, None
     if model_path is not None:
@@ -241,34 +260,30 @@ def _analysis_inputs(model_path: Path | None, cfg: Config, annotation_file: Path
         model, cfg = model_from_saved(saved, str(model_path), cfg.eval.device)
         seed = int(saved["seed"])
     dataset = split_dataset(captions, video_feats, text_feats, cfg.model)
-    with FeatureStore(video_feats) as store:
-        n_frames = {v: store.shape(v)[0] for v in dataset.index.videos}
-    rows = read_tvr_jsonl(annotation_file)
-    queries = {q.caption_id: q for q in rows}
-    labels = event_labels(rows, labels_file) if labels_file is not None else None
-    moments = split_moments(dataset.index, queries, n_frames, cfg.model.frame_tokens, labels)
+    moments = moments_from_files(dataset.index, annotation_file, video_feats, cfg.model.frame_tokens, labels_file)
     return model, cfg, seed, dataset, moments
 
 
 def collapse_run(model_path: Path | None, cfg: Config, split: str, annotation_file: Path, captions: Path,
                  video_feats: Path, text_feats: Path, labels_file: Path | None, out: Path) -> dict:
-    """Collapse metrics of model.pt (None: of the CLIP input features) on one split, with provenance."""
+    """Collapse metrics of model.pt (None: of the CLIP input features) on one split, with provenance:
+    the model encodes the split from the stores at its eval.precision (the evaluate job shares its
+    own encodings instead where analysis.split is the evaluated split: evaluate_run's collapse)."""
     from prvr.evaluation.analysis import analyse
     from prvr.provenance import provenance
     device = cfg.eval.device  # the workflow's, not the one saved in model.pt
     model, cfg, seed, dataset, moments = _analysis_inputs(model_path, cfg, annotation_file, captions,
                                                           video_feats, text_feats, labels_file)
     try:
-        metrics = analyse(model, dataset, moments, cfg.eval.batch_size, device)
+        metrics = analyse(model, dataset, moments, cfg.eval.batch_size, device, cfg.eval.precision)
     except ValueError as err:  # e.g. a zero or non-finite embedding
         raise PrvrError(f"{out}: collapse analysis of {model_path or video_feats} failed: {err}") from None
     inputs = {"annotations": annotation_file, "captions": captions, "video_feats": video_feats,
               "text_feats": text_feats, **({"model": model_path} if model_path else {}),
               **({"event_labels": labels_file} if labels_file else {})}
-    record = {"split": split, "n_queries": len(dataset.index.caption_ids),
-              "n_videos": len(dataset), "metrics": metrics,
-              "embeddings": "trained model" if model_path else "CLIP input features (no training)",
-              "provenance": provenance(cfg, seed, inputs)}
+    embeddings = (f"trained model (eval.precision {cfg.eval.precision}, the feature stores)" if model_path
+                  else "CLIP input features (no training)")
+    record = _collapse_record(split, dataset, metrics, provenance(cfg, seed, inputs), embeddings)
     write_json(out, record)
     return record
 

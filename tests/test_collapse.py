@@ -204,6 +204,20 @@ def test_relation_percentile_matches_loop_reference_and_chunking(monkeypatch):
     assert relation_percentile(sim, related) == whole
 
 
+@pytest.mark.parametrize("density", [0.05, 0.2, 0.9])
+def test_relation_percentile_by_comparison_equals_by_sorting(monkeypatch, density):
+    """A few related items per anchor are counted by comparing them with their anchor's row, many by
+    sorting the rows: the same integers, so the same percentile to the bit; ties included."""
+    rng = np.random.default_rng(8)
+    sim = np.round(rng.normal(size=(40, 40)), 1)
+    related = rng.random((40, 40)) < density
+    monkeypatch.setattr(collapse, "SPARSE_RELATED", 40)
+    compared = relation_percentile(sim, related)
+    monkeypatch.setattr(collapse, "SPARSE_RELATED", -1)
+    assert relation_percentile(sim, related) == compared
+    assert compared["percentile"] == pytest.approx(loop_relation_percentile(sim, related)[0], abs=1e-12)
+
+
 def test_relation_percentile_bad_input():
     with pytest.raises(ValueError, match="^sim: expected a square"):
         relation_percentile(np.zeros((2, 2)), np.ones((2, 2), dtype=bool))

@@ -214,7 +214,8 @@ def test_evaluate_split_honours_cfg_ties(monkeypatch):
     from prvr.config import EvalConfig
     from prvr.evaluation import evaluate
     scores = np.array([[0.5, 0.5, 0.5, 0.2]])
-    monkeypatch.setattr(evaluate, "split_scores", lambda model, dataset, cfg, device="cpu": (scores, np.array([0])))
+    monkeypatch.setattr(evaluate, "split_rank_counts", lambda model, dataset, cfg, device="cpu", screen="auto":
+                        rank_counts(scores, np.array([0])))
     got = {rule: evaluate.evaluate_split(None, None, EvalConfig(ks=(1, 3), ties=rule))
            for rule in ("expected", "optimistic", "pessimistic")}
     assert got["expected"]["R@1"] == pytest.approx(100 / 3)
@@ -251,7 +252,7 @@ def test_evaluate_stage_records_tie_rule_and_table_still_reads_it(tmp_path, monk
     monkeypatch.setattr(prvr.training.model_file, "read_model_file", lambda path: {"seed": int(path.parent.name)})
     monkeypatch.setattr(prvr.training.model_file, "model_from_saved", lambda saved, source, device=None: (None, cfg))
     monkeypatch.setattr(prvr.data.dataset, "PRVRDataset", FakeDataset)
-    monkeypatch.setattr(evaluate, "split_scores", lambda *a, **kw: (scores, np.array([0, 1])))
+    monkeypatch.setattr(evaluate, "split_rank_counts", lambda *a, **kw: rank_counts(scores, np.array([0, 1])))
     monkeypatch.setattr(prvr.provenance, "provenance", lambda cfg, seed, inputs, *a, **kw: {"seed": seed})
     paths = []
     for seed in (1, 2):

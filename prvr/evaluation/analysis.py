@@ -9,6 +9,18 @@ decoders do, that the T frames sample the whole duration uniformly.
 
     moments = split_moments(index, queries_by_caption, n_frames_by_video, n_tokens=32, labels=None)
     record = analyse(model, dataset, moments)   # a trained model; model=None: the CLIP input features
+    metrics, record = evaluate_and_diagnose(model, dataset, cfg.eval, moments)  # one encoding for both
+
+What the diagnostics of a trained run (its collapse.json) are defined on: the encodings its
+metrics.json ranks. The evaluate job encodes the test split once (evaluate_and_diagnose): the split
+as the evaluation reads it (the float16 feature cache, resampled, where data.feature_cache is on;
+the feature stores otherwise), encoded at eval.precision (bfloat16 autocast or float32, the outputs
+float32 either way); every diagnostic is then computed in float64, each chunk of the float32
+encodings cast where it is used (the same numbers as a float64 copy of the whole). The standalone
+path (stages.collapse_run: `prvr collapse`, or analysis.split other than the evaluated split)
+encodes the stores at eval.precision (analyse). In float32 from the same features the two are equal
+to the bit; bfloat16 and the float16 cache move them by little (tests/test_shared_diagnostics.py:
+at most 0.00042 and 0.00079 on a small trained model, no hit rate changed).
 
 Keys of the record (each a float; the "same <label>" ones only with hidden event labels, i.e. on the
 demo, whose labels are kind = shape/motion, and shape, motion, colour, scene separately):
@@ -25,18 +37,22 @@ demo, whose labels are kind = shape/motion, and shape, motion, colour, scene sep
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from prvr.sources.annotations import Query
+from prvr.sources.annotations import Query, read_tvr_jsonl
+from prvr.store.feature_store import FeatureStore
 from prvr.data.dataset import PRVRDataset
 from prvr.store.resample import resample_edges
 from prvr.store.splits import SplitIndex
 from prvr.errors import PrvrError
 from prvr.evaluation import collapse
-from prvr.evaluation.evaluate import encode_queries, encode_videos
+from prvr.evaluation.evaluate import (encode_queries, encode_split, encode_videos, evaluate_encodings,
+                                      relevant_videos, score_branches)
 
 
 QUERY_CHUNK = 512  # queries whose (N, H) video tokens are gathered at once: bounded memory at TVR size
@@ -72,6 +88,33 @@ def token_intervals(n_frames: int, n_tokens: int) -> np.ndarray:
     start = edges[:-1]  # (n,)
     end = np.maximum(edges[1:], start + 1)
     return np.stack([start, end], axis=1) / n_frames  # (n, 2)
+
+
+EVENT_LABELS = ("kind", "shape", "motion", "colour", "scene")  # the demo's hidden labels analysed
+
+
+def event_labels(queries, labels_file: Path) -> dict[str, dict[str, str]]:
+    """caption id -> {label: value} for EVENT_LABELS of the given annotation rows (Query), from the demo
+    corpus's hidden event labels (matched by desc_id)."""
+    try:
+        by_desc = {}
+        for line in Path(labels_file).read_text().splitlines():
+            row = json.loads(line)
+            by_desc[row["desc_id"]] = {name: str(row[name]) for name in EVENT_LABELS}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise PrvrError(f"{labels_file}: not an event label file ({type(err).__name__}: {err})") from None
+    return {q.caption_id: by_desc[q.desc_id] for q in queries if q.desc_id in by_desc}
+
+
+def moments_from_files(index: SplitIndex, annotation_file: Path, video_feats: Path, n_tokens: int,
+                       labels_file: Path | None = None) -> SplitMoments:
+    """split_moments of a split from its annotation file (TVR layout), each video's frame count in
+    the feature store video_feats, and the demo's event labels where labels_file is given."""
+    with FeatureStore(video_feats) as store:
+        n_frames = {v: store.shape(v)[0] for v in index.videos}
+    rows = read_tvr_jsonl(annotation_file)
+    labels = event_labels(rows, labels_file) if labels_file is not None else None
+    return split_moments(index, {q.caption_id: q for q in rows}, n_frames, n_tokens, labels)
 
 
 def _moment_bounds(query: Query) -> tuple[float, float]:
@@ -112,11 +155,20 @@ def split_moments(index: SplitIndex, queries: dict[str, Query], n_frames: dict[s
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length in float64 (float32 input is cast first: the same numbers)."""
+    x = np.asarray(x, dtype=np.float64)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def _chunks(n: int):
     return (slice(start, min(start + QUERY_CHUNK, n)) for start in range(0, n, QUERY_CHUNK))
+
+
+def _unit_tokens_of(tokens: np.ndarray, videos: np.ndarray) -> np.ndarray:
+    """_normalise(tokens[videos]) (q, N, H) float64, each distinct video normalised once (a video has
+    several queries): the same numbers, a row's norm not depending on the other rows."""
+    distinct, position = np.unique(videos, return_inverse=True)
+    return _normalise(tokens[distinct])[position]
 
 
 def _localization(queries: np.ndarray, tokens: np.ndarray, query_video: np.ndarray,
@@ -125,7 +177,7 @@ def _localization(queries: np.ndarray, tokens: np.ndarray, query_video: np.ndarr
     hits = chance = 0.0
     for part in _chunks(len(queries)):
         scores = np.einsum("qh,qnh->qn", _normalise(queries[part]),
-                           _normalise(tokens[query_video[part]]))  # (q, N)
+                           _unit_tokens_of(tokens, query_video[part]))  # (q, N)
         out = collapse.localization(scores, overlap[part])
         hits += out["hit_rate"] * len(scores)
         chance += out["chance"] * len(scores)
@@ -159,7 +211,7 @@ def event_embeddings(frame_tokens: np.ndarray, moments: SplitMoments):
     events = []
     for part in _chunks(len(keep)):
         rows = keep[part]
-        tokens = _normalise(frame_tokens[moments.query_video[rows]])  # (q, N, H)
+        tokens = _unit_tokens_of(frame_tokens, moments.query_video[rows])  # (q, N, H)
         weights = moments.inside[rows][:, :, None]  # (q, N, 1)
         events.append((tokens * weights).sum(axis=1) / weights.sum(axis=1))
     return np.concatenate(events), keep
@@ -196,30 +248,66 @@ def teacher_embeddings(dataset: PRVRDataset) -> np.ndarray:
 
 
 @torch.no_grad()
-def split_embeddings(model, dataset: PRVRDataset, batch_size: int = 256,
-                     device: str = "cpu") -> dict[str, np.ndarray]:
-    """queries (Q, H), frame_tokens (V, N, H) and, for a model that has them, clip_tokens (V, Nc, H)
-    and frame_to_clip (V, N). model None: the untrained reference, the CLIP sentence vectors and the
-    resampled CLIP frame features."""
-    if model is None:
-        return {"queries": teacher_embeddings(dataset), "frame_tokens": dataset.frames.astype(np.float64)}
+def model_encodings(model, dataset: PRVRDataset, batch_size: int = 256, device: str = "cpu",
+                    precision: str = "float32") -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(queries, videos): the model's "query" (Q, H), "frame_tokens" (V, N, H) and, where it has them,
+    "clip_tokens" (V, Nc, H) and "frame_to_clip" (V, N), encoded at `precision` (float32 outputs)
+    as the evaluation encodes them (evaluate.encode_split with analysed=True gives the same numbers)."""
     model.eval()
     videos = encode_videos(model, dataset, batch_size, device, keys=("frame_tokens",),
-                           optional=("clip_tokens", "frame_to_clip"))  # a model without clip tokens: no clip_hit
-    emb = {"queries": encode_queries(model, dataset, batch_size, device).double().numpy(),
-           "frame_tokens": videos["frame_tokens"].double().numpy()}
+                           optional=("clip_tokens", "frame_to_clip"), precision=precision)
+    return {"query": encode_queries(model, dataset, batch_size, device, precision=precision)}, videos
+
+
+def _embedding_arrays(queries: dict[str, torch.Tensor], videos: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """The encodings as numpy arrays (views, no copies), clip_tokens and frame_to_clip only together."""
+    emb = {"queries": queries["query"].numpy(), "frame_tokens": videos["frame_tokens"].numpy()}
     if "clip_tokens" in videos and "frame_to_clip" in videos:
-        emb["clip_tokens"] = videos["clip_tokens"].double().numpy()
-        emb["frame_to_clip"] = videos["frame_to_clip"].numpy()
+        emb["clip_tokens"], emb["frame_to_clip"] = videos["clip_tokens"].numpy(), videos["frame_to_clip"].numpy()
     return emb
 
 
-def analyse(model, dataset: PRVRDataset, moments: SplitMoments, batch_size: int = 256,
-            device: str = "cpu") -> dict[str, float]:
-    """collapse_record of a trained model (or, model None, of the CLIP input features)."""
-    emb = split_embeddings(model, dataset, batch_size, device)
+@torch.no_grad()
+def split_embeddings(model, dataset: PRVRDataset, batch_size: int = 256,
+                     device: str = "cpu", precision: str = "float32") -> dict[str, np.ndarray]:
+    """queries (Q, H), frame_tokens (V, N, H) and, for a model that has them, clip_tokens (V, Nc, H)
+    and frame_to_clip (V, N), float64. model None: the untrained reference, the CLIP sentence vectors
+    and the resampled CLIP frame features."""
+    if model is None:
+        return {"queries": teacher_embeddings(dataset), "frame_tokens": dataset.frames.astype(np.float64)}
+    emb = _embedding_arrays(*model_encodings(model, dataset, batch_size, device, precision))
+    return {k: v.astype(np.float64) if np.issubdtype(v.dtype, np.floating) else v for k, v in emb.items()}
+
+
+def encoded_record(queries: dict[str, torch.Tensor], videos: dict[str, torch.Tensor], dataset: PRVRDataset,
+                   moments: SplitMoments) -> dict[str, float]:
+    """collapse_record of encodings as model_encodings or evaluate.encode_split(analysed=True) give
+    them: float32 tensors read in place, each chunk cast to float64 where it is used (the same numbers
+    as a float64 copy of the whole, without the copy: 1.1 GB at the TVR test size)."""
+    emb = _embedding_arrays(queries, videos)
     return collapse_record(emb["queries"], emb["frame_tokens"], teacher_embeddings(dataset), moments,
                            emb.get("clip_tokens"), emb.get("frame_to_clip"))
+
+
+def analyse(model, dataset: PRVRDataset, moments: SplitMoments, batch_size: int = 256,
+            device: str = "cpu", precision: str = "float32") -> dict[str, float]:
+    """collapse_record of a trained model encoded at `precision` (or, model None, of the CLIP input
+    features)."""
+    if model is None:
+        emb = split_embeddings(None, dataset)
+        return collapse_record(emb["queries"], emb["frame_tokens"], teacher_embeddings(dataset), moments)
+    return encoded_record(*model_encodings(model, dataset, batch_size, device, precision), dataset, moments)
+
+
+def evaluate_and_diagnose(model, dataset: PRVRDataset, cfg, moments: SplitMoments, device: str = "cpu"):
+    """(metrics, diagnostics) from one encoding of the split: evaluate.evaluate_split's metrics under
+    cfg (an EvalConfig) and encoded_record's diagnostics of the very encodings ranked."""
+    queries, videos = encode_split(model, dataset, cfg, device, analysed=True)
+    metrics = evaluate_encodings(queries, videos, score_branches(model), relevant_videos(dataset), cfg)
+    try:
+        return metrics, encoded_record(queries, videos, dataset, moments)
+    except ValueError as err:  # e.g. a zero or non-finite embedding: an AnalysisError (one line) for the stage
+        raise AnalysisError(str(err)) from None
 
 
 def figure_points(emb: dict[str, np.ndarray], moments: SplitMoments, videos: list[int]) -> dict:

@@ -10,10 +10,13 @@ over random tie-breaking) of `prvr.evaluation.metrics` for validation during tra
 
 Memory at benchmark size (TVR test: 2,179 videos, 10,895 queries): videos are read and encoded a
 model call at a time (see Speed) and queries cfg.batch_size at a time (a cache-backed dataset reads
-only those rows), the (Q, V) scores are
-computed query_chunk queries at a time in cache-sized blocks (prvr_scores_chunked: never a
-(Q, V, tokens) tensor) and ranked in row chunks (metrics.rank_counts). What is held whole: the
-encoded tokens (V x (Nc + Nf) x H float32), the encoded queries (Q x H) and the (Q, V) float64 scores.
+only those rows); evaluate_split then ranks a query chunk at a time (prvr.evaluation.ranking: one
+(query_chunk, V) block of scores, never a (Q, V, tokens) tensor nor the (Q, V) matrix), the near
+ties of every chunk settled together at the end in float64 (ranking.PairScorer: each video read once
+for all the queries that need it). What is held whole: the encoded tokens (V x (Nc + Nf) x H
+float32, and a unit-length copy while ranking), the encoded queries (Q x H). split_scores still
+builds the (Q, V) float64 matrix, for callers that want the scores themselves (the qualitative
+figure); its ranks are evaluate_split's.
 
 Speed: on CPU the model sees (and the cache is read for) at most CPU_MODEL_VIDEOS videos per call in
 float32, twice that in bfloat16 (activations of half the bytes), whatever cfg.batch_size is, so its
@@ -28,7 +31,12 @@ Queries are encoded in order of length (less padding; see encode_queries).
 
 Precision (cfg.precision, config eval.precision): "float32", or "bfloat16": the model runs under
 torch.autocast in bfloat16 (CPU or CUDA); its outputs are cast to float32, scored in float32 and
-ranked in float64 as in float32 mode.
+ranked in float64 as in float32 mode. Independently, the scores' first pass may be screened in
+bfloat16 (SCREEN, prvr.evaluation.ranking: "auto" does where the CPU multiplies bfloat16 natively):
+the counts, hence the metrics, are the float32 screen's whatever the screen.
+
+The collapse diagnostics of the evaluate job are computed on encode_split(..., analysed=True)'s
+encodings, those evaluate_split ranks (prvr.evaluation.analysis.evaluate_and_diagnose).
 """
 from __future__ import annotations
 
@@ -39,13 +47,14 @@ import torch
 
 from prvr.config import EvalConfig
 from prvr.data.dataset import PRVRDataset, pad_queries
-from prvr.evaluation.metrics import retrieval_metrics
-from prvr.evaluation import model_scores, scoring, ties
+from prvr.evaluation.metrics import check_ties, metrics_from_counts
+from prvr.evaluation import model_scores, ranking, scoring, ties
 from prvr.models.base import MAX_CLIP_AND_FRAME
 
 
 CPU_MODEL_VIDEOS = 32  # videos per model call on CPU in float32, twice that in bfloat16 (see the module docstring)
 PRECISIONS = ("float32", "bfloat16")
+SCREEN = "auto"  # the scores' first pass (prvr.evaluation.ranking): the counts are the same for every screen
 
 
 def encoding_precision(precision: str, device: str):
@@ -127,6 +136,35 @@ def encode_queries(model, dataset: PRVRDataset, batch_size: int, device: str,
     return stacked if keys else stacked["query"]
 
 
+def encode_split(model, dataset: PRVRDataset, cfg: EvalConfig, device: str = "cpu", analysed: bool = False):
+    """(queries, videos): the encodings the evaluation scores, every caption and video of the split at
+    cfg.precision (dicts of float32 tensors: the score branches' encode_queries and encode_videos
+    outputs). analysed: also those the collapse diagnostics read (prvr.evaluation.analysis): "query",
+    "frame_tokens", and "clip_tokens" and "frame_to_clip" where the model has them; asking for more
+    outputs changes none of the numbers (the model computes them all)."""
+    branches = score_branches(model)
+    video_keys, query_keys = model_scores.video_keys(branches), model_scores.query_keys(branches)
+    optional: tuple[str, ...] = ()
+    if analysed:
+        video_keys += ("frame_tokens",) * ("frame_tokens" not in video_keys)
+        optional = tuple(k for k in ("clip_tokens", "frame_to_clip") if k not in video_keys)
+        query_keys += ("query",) * ("query" not in query_keys)
+    was_training = model.training
+    model.eval()
+    try:
+        videos = encode_videos(model, dataset, cfg.batch_size, device, video_keys, optional, cfg.precision)
+        queries = encode_queries(model, dataset, cfg.batch_size, device, query_keys, cfg.precision)
+    finally:
+        model.train(was_training)
+    return queries, videos
+
+
+def relevant_videos(dataset: PRVRDataset) -> np.ndarray:
+    """(Q,) index in dataset.index.videos of each caption's video, in caption order."""
+    video_index = {v: i for i, v in enumerate(dataset.index.videos)}
+    return np.array([video_index[c.split("#", 1)[0]] for c in dataset.index.caption_ids], dtype=np.int64)
+
+
 def split_scores(model, dataset: PRVRDataset, cfg: EvalConfig, device: str = "cpu",
                  query_chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Score matrix (Q, V) float64 over the split and each query's relevant video index (Q,).
@@ -135,34 +173,46 @@ def split_scores(model, dataset: PRVRDataset, cfg: EvalConfig, device: str = "cp
     (default scoring.QUERY_CHUNK) queries at a time (model_scores.model_scores_chunked) in float32
     from encodings made at cfg.precision; the candidates within ties.NEAR_BAND of a query's relevant
     video are then recomputed in float64 and those within cfg.tie_tolerance of it set equal to it
-    (prvr.evaluation.ties: a tie does not depend on chunk sizes or the CPU's kernels)."""
+    (prvr.evaluation.ties: a tie does not depend on chunk sizes or the CPU's kernels). The evaluation
+    itself ranks without this matrix (evaluate_split: prvr.evaluation.ranking), to the same counts."""
     branches = score_branches(model)
-    was_training = model.training
-    model.eval()
-    try:
-        videos = encode_videos(model, dataset, cfg.batch_size, device, model_scores.video_keys(branches),
-                               precision=cfg.precision)
-        queries = encode_queries(model, dataset, cfg.batch_size, device, model_scores.query_keys(branches),
-                                 precision=cfg.precision)
-    finally:
-        model.train(was_training)
+    queries, videos = encode_split(model, dataset, cfg, device)
     weights = (cfg.w_clip, cfg.w_frame)
     scores = model_scores.model_scores_chunked(queries, videos, branches, weights,
                                                query_chunk=query_chunk or scoring.QUERY_CHUNK, dtype=torch.float64)
-    video_index = {v: i for i, v in enumerate(dataset.index.videos)}
-    positive = np.array([video_index[c.split("#", 1)[0]] for c in dataset.index.caption_ids], dtype=np.int64)
+    positive = relevant_videos(dataset)
     scores = scores.numpy()
-
-    def exact_scores(query: int, candidates: np.ndarray) -> np.ndarray:  # the same score, in float64
-        one = {k: v[query:query + 1].double() for k, v in queries.items()}  # (1, H)
-        some = {k: v[torch.from_numpy(candidates)].double() for k, v in videos.items()}  # (C, N, H)
-        return model_scores.model_scores_chunked(one, some, branches, weights, 1, torch.float64)[0].numpy()
-
-    ties.settle_near_ties(scores, positive, exact_scores, cfg.tie_tolerance)
+    ties.settle_near_pairs(scores, positive, ranking.PairScorer(queries, videos, branches, weights), cfg.tie_tolerance)
     return scores, positive
 
 
-def evaluate_split(model, dataset: PRVRDataset, cfg: EvalConfig, device: str = "cpu") -> dict[str, float | int]:
+def encoded_rank_counts(queries: dict[str, torch.Tensor], videos: dict[str, torch.Tensor], branches,
+                        positive: np.ndarray, cfg: EvalConfig, screen: str = SCREEN) -> tuple[np.ndarray, np.ndarray]:
+    """(higher, tied): metrics.rank_counts of split_scores's matrix from encode_split's encodings,
+    without the matrix (prvr.evaluation.ranking, a query chunk at a time)."""
+    higher, tied, _ = ranking.split_rank_counts(queries, videos, branches, (cfg.w_clip, cfg.w_frame), positive,
+                                                cfg.tie_tolerance, scoring.QUERY_CHUNK, screen)
+    return higher, tied
+
+
+def evaluate_encodings(queries: dict[str, torch.Tensor], videos: dict[str, torch.Tensor], branches,
+                       positive: np.ndarray, cfg: EvalConfig, screen: str = SCREEN) -> dict[str, float | int]:
+    """R@K for cfg.ks, SumR and queries_with_ties from encode_split's encodings, under cfg.ties."""
+    check_ties(cfg.ties)
+    higher, tied = encoded_rank_counts(queries, videos, branches, positive, cfg, screen)
+    return metrics_from_counts(higher, tied, ks=tuple(cfg.ks), ties=cfg.ties)
+
+
+def split_rank_counts(model, dataset: PRVRDataset, cfg: EvalConfig, device: str = "cpu",
+                      screen: str = SCREEN) -> tuple[np.ndarray, np.ndarray]:
+    """(higher, tied) of the split: encode_split, then encoded_rank_counts."""
+    queries, videos = encode_split(model, dataset, cfg, device)
+    return encoded_rank_counts(queries, videos, score_branches(model), relevant_videos(dataset), cfg, screen)
+
+
+def evaluate_split(model, dataset: PRVRDataset, cfg: EvalConfig, device: str = "cpu",
+                   screen: str = SCREEN) -> dict[str, float | int]:
     """R@K for cfg.ks, SumR and queries_with_ties on one split, under the tie rule cfg.ties."""
-    scores, positive = split_scores(model, dataset, cfg, device)
-    return retrieval_metrics(scores, positive, ks=tuple(cfg.ks), ties=cfg.ties)
+    check_ties(cfg.ties)
+    higher, tied = split_rank_counts(model, dataset, cfg, device, screen)
+    return metrics_from_counts(higher, tied, ks=tuple(cfg.ks), ties=cfg.ties)

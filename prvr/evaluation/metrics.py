@@ -125,5 +125,11 @@ def retrieval_metrics(scores, positive, ks: Iterable[int] = (1, 5, 10, 100),
     at least one tied candidate) from a (Q, V) score matrix and (Q,) relevant indices."""
     check_ties(ties)
     higher, tied = rank_counts(scores, positive)
+    return metrics_from_counts(higher, tied, ks, ties)
+
+
+def metrics_from_counts(higher, tied, ks: Iterable[int] = (1, 5, 10, 100),
+                        ties: str = "expected") -> dict[str, float | int]:
+    """retrieval_metrics from rank_counts's (Q,) counts (higher, tied)."""
     recalls = recall_at_k(higher, tied, ks, ties)
     return {**recalls, "SumR": float(sum(recalls.values())), "queries_with_ties": int(np.count_nonzero(tied))}

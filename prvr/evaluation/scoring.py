@@ -33,7 +33,8 @@ MAX_CHUNK_ELEMENTS = 1 << 26  # bound on Q * chunk * N similarities held at once
 NORM_EPS = 1e-12  # F.normalize's eps: norms below it are clamped
 
 
-def _check_shapes(query: torch.Tensor, tokens: torch.Tensor) -> None:
+def check_shapes(query: torch.Tensor, tokens: torch.Tensor) -> None:
+    """ValueError unless query is (Q, H) and tokens (B, N, H)."""
     if query.dim() != 2 or tokens.dim() != 3 or query.shape[-1] != tokens.shape[-1]:
         raise ValueError(f"branch_scores: expected query (Q, H) and tokens (B, N, H), got "
                          f"{tuple(query.shape)} and {tuple(tokens.shape)}")
@@ -46,7 +47,7 @@ def _chunk_size(n_queries: int, n_tokens: int) -> int:
 def reference_branch_scores(query: torch.Tensor, tokens: torch.Tensor, normalize: bool = True,
                             token_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Straightforward max over tokens (einsum + amax, autograd throughout); see `branch_scores`."""
-    _check_shapes(query, tokens)
+    check_shapes(query, tokens)
     if normalize:
         query, tokens = F.normalize(query, dim=-1), F.normalize(tokens, dim=-1)
     n_queries, _ = query.shape
@@ -155,7 +156,7 @@ def branch_dot_and_cosine(query: torch.Tensor, tokens: torch.Tensor,
                           token_mask: torch.Tensor | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor]:
     """(max_n <q, t_n>, max_n cos(q, t_n)), each (Q, B), from one matmul; see `branch_scores`."""
-    _check_shapes(query, tokens)
+    check_shapes(query, tokens)
     if query.shape[0] == 0 or tokens.shape[0] == 0:
         return (reference_branch_scores(query, tokens, False, token_mask),
                 reference_branch_scores(query, tokens, True, token_mask))
@@ -174,7 +175,7 @@ def branch_scores(query: torch.Tensor, tokens: torch.Tensor, normalize: bool = T
     query: (Q, H); tokens: (B, N, H); token_mask: optional (B, N) bool, True = real token
     (padded tokens never win the max). normalize=True: cosine, else dot product. Returns (Q, B).
     """
-    _check_shapes(query, tokens)
+    check_shapes(query, tokens)
     if query.shape[0] == 0 or tokens.shape[0] == 0:
         return reference_branch_scores(query, tokens, normalize, token_mask)
     kind = "cos" if normalize else "dot"
@@ -198,9 +199,14 @@ QUERY_CHUNK = 1024  # queries scored at a time by prvr_scores_chunked
 BLOCK_ELEMENTS = 1 << 21  # (queries x videos x tokens) similarities per block: 8 MB, cache-sized
 
 
-def _inverse_norms(x: torch.Tensor) -> torch.Tensor:
+def inverse_norms(x: torch.Tensor) -> torch.Tensor:
     """1 / max(|x|, eps) over the last dimension, as `_winners` computes it."""
     return x.norm(dim=-1).clamp(min=NORM_EPS).reciprocal()
+
+
+def unit_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """tokens / max(|tokens|, eps) over the last dimension: a scaled copy (branch_scores_chunked's)."""
+    return tokens * inverse_norms(tokens).unsqueeze(-1)
 
 
 def _cosine_block_maxima(query, unit_tokens, inv_query):
@@ -233,18 +239,18 @@ def branch_scores_chunked(query: torch.Tensor, tokens: torch.Tensor,
     scoring time.) Non-finite tokens give NaN scores, which the metrics reject. Memory: the result,
     the unit tokens and one block of about BLOCK_ELEMENTS similarities.
     """
-    _check_shapes(query, tokens)
+    check_shapes(query, tokens)
     if query_chunk < 1:
         raise ValueError(f"query_chunk must be >= 1, got {query_chunk}")
     n_queries, n_videos = query.shape[0], tokens.shape[0]
     if n_queries == 0 or n_videos == 0:
         return branch_scores(query, tokens)
-    unit_tokens = tokens * _inverse_norms(tokens).unsqueeze(-1)  # (B, N, H)
-    inv_query = _inverse_norms(query)  # (Q,)
+    unit = unit_tokens(tokens)  # (B, N, H)
+    inv_query = inverse_norms(query)  # (Q,)
     out = query.new_empty(n_queries, n_videos)
     for start in range(0, n_queries, query_chunk):
         stop = min(n_queries, start + query_chunk)
-        out[start:stop] = _cosine_block_maxima(query[start:stop], unit_tokens, inv_query[start:stop])
+        out[start:stop] = _cosine_block_maxima(query[start:stop], unit, inv_query[start:stop])
     return out
 
 
@@ -262,8 +268,8 @@ def prvr_scores_chunked(query: torch.Tensor, clip_tokens: torch.Tensor, frame_to
     candidates whose scores are that close. (oneDNN's linear, faster than MKL for the model's fixed
     weights, took twice MKL's time here: it repacks the token block, new at every call, as a weight.)
     """
-    _check_shapes(query, clip_tokens)
-    _check_shapes(query, frame_tokens)
+    check_shapes(query, clip_tokens)
+    check_shapes(query, frame_tokens)
     if clip_tokens.shape[0] != frame_tokens.shape[0]:
         raise ValueError(f"prvr_scores: {clip_tokens.shape[0]} videos in clip_tokens but "
                          f"{frame_tokens.shape[0]} in frame_tokens")

@@ -15,6 +15,11 @@ cosines), so its order against the relevant video is the same in either arithmet
 property of the encodings alone: copies of a video encoded to the same numbers tie whatever the
 chunking, and scores closer than `tolerance` (config eval.tie_tolerance, absolute; scores are cosines,
 at most 1 in magnitude) count as tied.
+
+Two forms of the same rule: settle_near_ties asks an ExactScores for one query's candidates at a time;
+settle_near_pairs (and near_pairs + settled, which prvr.evaluation.ranking counts on) asks a
+PairScores for every near (query, video) pair at once, so a scorer can read each video once for all
+the queries that need it (prvr.evaluation.ranking.PairScorer).
 """
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ ROW_ELEMENTS = 1 << 24  # score elements compared at a time (bounds the bool tem
 
 # (query index, candidate video indices) -> their float64 scores, in that order
 ExactScores = Callable[[int, np.ndarray], np.ndarray]
+# (query indices (P,), video indices (P,)) -> the pairs' float64 scores (P,): many queries in one call
+PairScores = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def near_candidates(scores: np.ndarray, positive: np.ndarray, band: float = NEAR_BAND):
@@ -43,14 +50,57 @@ def near_candidates(scores: np.ndarray, positive: np.ndarray, band: float = NEAR
             yield start + int(offset), np.flatnonzero(near[offset])
 
 
+def check_tolerance(tolerance: float, band: float = NEAR_BAND) -> None:
+    """ValueError naming eval.tie_tolerance unless 0 <= tolerance < band."""
+    if not 0 <= tolerance < band:
+        raise ValueError(f"eval.tie_tolerance: expected a value in [0, {band}), got {tolerance}")
+
+
+def near_pairs(scores: np.ndarray, positive: np.ndarray, band: float = NEAR_BAND) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) (P,) each: near_candidates's (query, video) pairs of every query, in query order."""
+    found = list(near_candidates(scores, positive, band))
+    if not found:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return (np.concatenate([np.full(len(c), q, dtype=np.int64) for q, c in found]),
+            np.concatenate([c for _, c in found]).astype(np.int64))
+
+
+def settled(exact: np.ndarray, rows: np.ndarray, cols: np.ndarray, positive: np.ndarray,
+            tolerance: float) -> np.ndarray:
+    """The near pairs' float64 scores (P,) with those within `tolerance` of their query's relevant
+    video set to its score (each query's relevant pair must be among the pairs)."""
+    exact = np.asarray(exact, dtype=np.float64)
+    if exact.shape != cols.shape:
+        raise ValueError(f"exact scores: expected {cols.shape}, got {exact.shape}")
+    is_relevant = cols == positive[rows]  # (P,)
+    at_relevant = np.zeros(len(positive), dtype=np.float64)
+    at_relevant[rows[is_relevant]] = exact[is_relevant]
+    relevant = at_relevant[rows]  # (P,)
+    close = np.abs(exact - relevant) <= tolerance
+    exact = exact.copy()
+    exact[close] = relevant[close]
+    return exact
+
+
+def settle_near_pairs(scores: np.ndarray, positive: np.ndarray, pair_scores: PairScores,
+                      tolerance: float, band: float = NEAR_BAND) -> int:
+    """settle_near_ties with every near candidate of every query recomputed in one pair_scores call
+    (a scorer that reads each video once for all the queries that need it). Returns the number of
+    queries settled."""
+    check_tolerance(tolerance, band)
+    rows, cols = near_pairs(scores, positive, band)
+    if len(rows):
+        scores[rows, cols] = settled(pair_scores(rows, cols), rows, cols, positive, tolerance)
+    return len(np.unique(rows))
+
+
 def settle_near_ties(scores: np.ndarray, positive: np.ndarray, exact_scores: ExactScores,
                      tolerance: float, band: float = NEAR_BAND) -> int:
     """Rewrite, in place, the near-tie scores of every query as the module docstring says.
 
     scores: (Q, V) float64 (float32 arithmetic); positive: (Q,) relevant video indices. Returns the
     number of queries whose candidates were recomputed."""
-    if not 0 <= tolerance < band:
-        raise ValueError(f"eval.tie_tolerance: expected a value in [0, {band}), got {tolerance}")
+    check_tolerance(tolerance, band)
     settled = 0
     for query, candidates in list(near_candidates(scores, positive, band)):
         exact = np.asarray(exact_scores(query, candidates), dtype=np.float64)  # (C,)
