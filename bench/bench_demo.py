@@ -42,13 +42,17 @@ def run_dag(workdir: Path, cores: int, configfiles: list[str]) -> tuple[float, f
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def benchmark_rows(workdir: Path):
+    """(rule, row) of every Snakemake benchmark file under workdir/benchmarks (row: its first line's fields)."""
+    for tsv in sorted((workdir / "benchmarks").rglob("*.tsv")):
+        rule = tsv.relative_to(workdir / "benchmarks").parts[0].removesuffix(".tsv")
+        yield rule, next(csv.DictReader(tsv.open(), delimiter="\t"))
+
+
 def rule_times(workdir: Path) -> dict[str, list[float]]:
     """Per rule: [jobs, wall seconds, cpu seconds] summed over its benchmark files."""
     totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
-    for tsv in sorted((workdir / "benchmarks").rglob("*.tsv")):
-        rel = tsv.relative_to(workdir / "benchmarks")
-        rule = rel.parts[0].removesuffix(".tsv")
-        row = next(csv.DictReader(tsv.open(), delimiter="\t"))
+    for rule, row in benchmark_rows(workdir):
         totals[rule][0] += 1
         totals[rule][1] += float(row["s"])
         totals[rule][2] += float(row["cpu_time"] or 0.0)

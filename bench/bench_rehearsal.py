@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from bench.bench_demo import rule_times
+from bench.bench_demo import benchmark_rows, rule_times
 from prvr.provenance import machine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,11 +100,8 @@ def run_dag(work: Path, cores: int) -> tuple[float, float]:
 
 def peak_rss(work: Path) -> dict[str, float]:
     """Per rule the largest max_rss (MB) of its benchmark files."""
-    import csv
     peaks: dict[str, float] = {}
-    for tsv in (work / "benchmarks").rglob("*.tsv"):
-        rule = tsv.relative_to(work / "benchmarks").parts[0].removesuffix(".tsv")
-        row = next(csv.DictReader(tsv.open(), delimiter="\t"))
+    for rule, row in benchmark_rows(work):
         value = float(row["max_rss"]) if row.get("max_rss") not in (None, "", "NA", "-") else 0.0
         peaks[rule] = max(peaks.get(rule, 0.0), value)
     return peaks

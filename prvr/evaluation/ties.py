@@ -101,13 +101,9 @@ def settle_near_ties(scores: np.ndarray, positive: np.ndarray, exact_scores: Exa
     scores: (Q, V) float64 (float32 arithmetic); positive: (Q,) relevant video indices. Returns the
     number of queries whose candidates were recomputed."""
     check_tolerance(tolerance, band)
-    settled = 0
+    count = 0
     for query, candidates in list(near_candidates(scores, positive, band)):
-        exact = np.asarray(exact_scores(query, candidates), dtype=np.float64)  # (C,)
-        if exact.shape != candidates.shape:
-            raise ValueError(f"exact scores: expected {candidates.shape}, got {exact.shape}")
-        relevant = exact[candidates == positive[query]][0]
-        exact[np.abs(exact - relevant) <= tolerance] = relevant
-        scores[query, candidates] = exact
-        settled += 1
-    return settled
+        rows = np.full(len(candidates), query, dtype=np.int64)  # (C,)
+        scores[query, candidates] = settled(exact_scores(query, candidates), rows, candidates, positive, tolerance)
+        count += 1
+    return count

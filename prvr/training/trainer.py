@@ -112,9 +112,9 @@ def train_epoch(model, loss_fn, loader, optimizer, scheduler, epoch: int, cfg: C
     totals: dict[str, float] = {}
     steps = 0
     precision, device = cfg.train.precision, cfg.train.device
-    for batch in tqdm(loader, desc=f"epoch {epoch}", leave=False, mininterval=5):
-        batch = _to(batch, device)
-        with step_precision(precision, device):
+    with step_precision(precision, device):  # once per epoch: the same switch for every step
+        for batch in tqdm(loader, desc=f"epoch {epoch}", leave=False, mininterval=5):
+            batch = _to(batch, device)
             terms = forward_and_losses(model, loss_fn, batch, precision, device, epoch=epoch, generator=generator)
             loss = sum(terms.values())
             optimizer.zero_grad(set_to_none=True)
@@ -123,11 +123,11 @@ def train_epoch(model, loss_fn, loader, optimizer, scheduler, epoch: int, cfg: C
                 params = [p for group in optimizer.param_groups for p in group["params"]]
                 torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
             optimizer.step()
-        scheduler.step()
-        for name, value in terms.items():
-            totals[name] = totals.get(name, 0.0) + float(value.detach())
-        totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
-        steps += 1
+            scheduler.step()
+            for name, value in terms.items():
+                totals[name] = totals.get(name, 0.0) + float(value.detach())
+            totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
+            steps += 1
     return {k: v / max(steps, 1) for k, v in totals.items()}
 
 
