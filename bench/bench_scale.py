@@ -175,7 +175,7 @@ def _tvr_rows(prefix: str, n_videos: int, per_video: int = 5) -> list[dict]:
 
 def dag_row(root: Path, a, rows: list[str]) -> None:
     """`snakemake -n` of dataset=tvr with a generated TVR-size video list (its annotation tables and
-    videos.txt already made, as after the video_list checkpoint) and the full grid x 3 seeds."""
+    video lists already made, as after the video_list checkpoints) and the full grid x 3 seeds."""
     work = root / "dag"
     (work / "data/tvr/frames").mkdir(parents=True)
     train, test = _tvr_rows("tr", a.train_videos), _tvr_rows("te", a.videos)
@@ -189,7 +189,10 @@ def dag_row(root: Path, a, rows: list[str]) -> None:
     for split, part in splits.items():
         (tables / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
     vids = sorted({r["vid_name"] for part in splits.values() for r in part})
-    (work / "results/tvr/videos.txt").write_text("".join(v + "\n" for v in vids))
+    (work / "results/tvr/video_lists").mkdir(parents=True)
+    for split, part in splits.items():
+        listed = sorted({r["vid_name"] for r in part})
+        (work / f"results/tvr/video_lists/{split}.txt").write_text("".join(v + "\n" for v in listed))
     result = run_child("dag", {"work": str(work)}, a.threads)
     jobs = result["jobs"]
     rows.append(_row("(c) snakemake -n, dataset=tvr, 10 configurations x 3 seeds", f"{len(vids)} videos", result,

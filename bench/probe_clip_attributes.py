@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.probe_clip_attributes [--data results/demo] [--config config/config.yaml]
 
-Needs a built demo (`snakemake results/demo/features/text_feats.h5` and the video features). For every
+Needs a built demo (`snakemake results/demo/features/{text,video}/{train,test}.h5`). For every
 event of the train and test splits: the video side = mean of the CLIP frame features inside the event
 (resampled as for training), the text side = the caption's CLIP sentence vector (end-of-text token).
 A logistic regression per attribute (shape, motion, colour, scene; the hidden event labels) is fitted
@@ -31,6 +31,7 @@ from prvr.sources.annotations import read_tvr_jsonl
 from prvr.demo.vocabulary import COLOURS, MOTIONS, SCENES, SHAPES
 from prvr.evaluation.analysis import _normalise, event_embeddings, event_labels, split_embeddings
 from prvr.stages import _analysis_inputs
+from prvr.store.layout import text_store, video_store
 
 ATTRIBUTES = ("shape", "motion", "colour", "scene")
 
@@ -63,8 +64,7 @@ def split_events(cfg, data: Path, split: str) -> dict:
     fraction."""
     annotations, labels_file = data / f"annotations/{split}.jsonl", data / "annotations/event_labels.jsonl"
     _, _, _, dataset, moments = _analysis_inputs(None, cfg, annotations, data / f"captions/{split}.caption.txt",
-                                                 data / "features/video_feats.h5",
-                                                 data / "features/text_feats.h5", labels_file)
+                                                 video_store(data, split), text_store(data, split), labels_file)
     rows = read_tvr_jsonl(annotations)
     labels = event_labels(rows, labels_file)
     emb = split_embeddings(None, dataset)

@@ -4,10 +4,10 @@
     prvr captions results/demo/annotations/train.jsonl results/demo/captions/train.caption.txt
     prvr pretrain-clip --config config/config.yaml --out results/demo/clip/tiny_clip.pt
     prvr benchmark-annotations --config config/datasets/tvr.yaml --out results/tvr   (real benchmarks)
-    prvr video-list results/demo/annotations/{train,val,test}.jsonl --out results/demo/videos.txt
+    prvr video-list results/demo/annotations/{train,val,test}.jsonl --out videos.txt   (checked disjoint)
     prvr video-features --config ... --videos results/demo/videos --video-list videos.txt --shard 0 --out s0.h5
-    prvr merge-features s0.h5 s1.h5 --out video_feats.h5
-    prvr text-features --config ... --captions train.caption.txt ... --out text_feats.h5
+    prvr merge-features s0.h5 s1.h5 --out results/demo/features/video/test.h5   (a store per split)
+    prvr text-features --config ... --captions test.caption.txt --out results/demo/features/text/test.h5
     prvr train --config ... --ablation config/ablations/baseline.yaml --seed 9527 --data results/demo --out run/
     prvr evaluate --model run/model.pt --data results/demo --split test --out run/metrics.json
     prvr table --row baseline run/metrics.json ... --out results/ablation.csv
@@ -31,6 +31,7 @@ from pathlib import Path
 
 from prvr.config import load_config
 from prvr.errors import PrvrError
+from prvr.store.layout import text_store, video_store
 
 
 def _cmd_check_config(a):
@@ -99,8 +100,10 @@ def _cmd_train(a):
     from prvr.training.trainer import TrainData
     cfg = ablation_config(load_config(a.config), Path(a.ablation))
     d = Path(a.data)
-    data = TrainData(d / "captions/train.caption.txt", d / "captions/val.caption.txt",
-                     d / "features/video_feats.h5", d / "features/text_feats.h5")
+    stores = {"video_feats": video_store(d, "train"), "text_feats": text_store(d, "train")}
+    val = {f"val_{k}": store(d, "val") for k, store in (("video_feats", video_store), ("text_feats", text_store))}
+    data = TrainData(d / "captions/train.caption.txt", d / "captions/val.caption.txt", **stores,
+                     **{k: v for k, v in val.items() if v != stores[k[4:]]})  # the val split's own stores
     inputs = {"ablation": a.ablation, **{k: v for k, v in vars(data).items()}}
     print(train_run(cfg, a.seed, data, Path(a.out), inputs))
 
@@ -108,8 +111,8 @@ def _cmd_train(a):
 def _cmd_evaluate(a):
     from prvr.stages import evaluate_run
     d = Path(a.data)
-    record = evaluate_run(Path(a.model), d / f"captions/{a.split}.caption.txt", d / "features/video_feats.h5",
-                          d / "features/text_feats.h5", Path(a.out), split=a.split, device=a.device)
+    record = evaluate_run(Path(a.model), d / f"captions/{a.split}.caption.txt", video_store(d, a.split),
+                          text_store(d, a.split), Path(a.out), split=a.split, device=a.device)
     print(record["metrics"])
 
 
@@ -119,7 +122,7 @@ def _analysis_args(a):
     labels = d / "annotations/event_labels.jsonl"
     return (Path(a.model) if a.model else None, load_config(a.config), a.split,
             d / f"annotations/{a.split}.jsonl", d / f"captions/{a.split}.caption.txt",
-            d / "features/video_feats.h5", d / "features/text_feats.h5", labels if labels.exists() else None)
+            video_store(d, a.split), text_store(d, a.split), labels if labels.exists() else None)
 
 
 def _cmd_collapse(a):

@@ -13,7 +13,7 @@ Video sources (`videos`):
   charades_archive   `archive_url` is downloaded (resumable, `archive_sha256` checked) and
                      extracted into `video_dir` by a local rule
   youtube            ActivityNet: every video id fetched from YouTube by yt-dlp into `video_dir`;
-                     ids that cannot be fetched are listed in results/<dataset>/missing_videos.tsv
+                     ids that cannot be fetched are listed in results/<dataset>/missing_videos/<split>.tsv
                      and left out (every table says how many test queries that removed)
   released_features  the authors' released HDF5 features (`released_video_h5`, `released_text_h5`)
                      are validated and imported; nothing is decoded

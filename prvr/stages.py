@@ -43,17 +43,19 @@ def _missing_videos(missing_tsv: Path | None) -> set[str]:
     return set(read_missing_tsv(missing_tsv))
 
 
-def video_list(annotation_files: list[Path], out: Path, missing_tsv: Path | None = None) -> dict:
-    """videos.txt from every split's annotations (splits must not share a video), without the videos
-    listed in missing_tsv (could not be fetched)."""
+def video_list(annotation_files: list[Path], out: Path, missing_tsv: Path | None = None,
+               listed: list[Path] | None = None) -> dict:
+    """A video list from the `listed` annotation files (default: all), the files checked to share no
+    video, without the videos listed in missing_tsv (could not be fetched)."""
     from prvr.sources.benchmarks import write_video_list
-    return write_video_list(annotation_files, out, _missing_videos(missing_tsv))
+    return write_video_list(annotation_files, out, _missing_videos(missing_tsv), listed=listed)
 
 
-def benchmark_tables(cfg: Config, out_dir: Path) -> dict:
-    """The benchmark's own annotation files -> annotations/{train,val,test}.jsonl (prvr.sources.benchmarks)."""
-    from prvr.sources.benchmarks import write_benchmark_tables
-    return write_benchmark_tables(cfg.data, cfg.eval.selection, out_dir)
+def benchmark_tables(cfg: Config, out_dir: Path, splits: tuple[str, ...] | None = None) -> dict:
+    """The benchmark's own annotation files -> annotations/{split}.jsonl of `splits` (default: train, val
+    and test; prvr.sources.benchmarks)."""
+    from prvr.sources.benchmarks import SPLITS, write_benchmark_tables
+    return write_benchmark_tables(cfg.data, cfg.eval.selection, out_dir, splits or SPLITS)
 
 
 def write_captions(annotation_file: Path, out_file: Path, missing_tsv: Path | None = None) -> dict:

@@ -70,9 +70,13 @@ def test_val_is_held_out_of_train_and_features_follow_folder_time(tvr_run):
                   for s in ("train", "val", "test")}
     assert len(split_vids["val"]) == 6 and split_vids["train"] | split_vids["val"] == train
     assert split_vids["test"] == test
-    assert (work / "results/tvr/videos.txt").read_text().split() == sorted(vids)
-    with h5py.File(work / "results/tvr/features/video_feats.h5") as store:
-        for i, vid in enumerate(vids):  # 6..9 images at 3 fps = 2..3 s, sampled at 1.5 fps: 3..4 frames
+    for split, split_set in split_vids.items():  # a video list and a store per split, holding its videos only
+        assert (work / f"results/tvr/video_lists/{split}.txt").read_text().split() == sorted(split_set)
+        with h5py.File(work / f"results/tvr/features/video/{split}.h5") as store:
+            assert set(store) == split_set
+    for i, vid in enumerate(vids):  # 6..9 images at 3 fps = 2..3 s, sampled at 1.5 fps: 3..4 frames
+        split = next(s for s, split_set in split_vids.items() if vid in split_set)
+        with h5py.File(work / f"results/tvr/features/video/{split}.h5") as store:
             assert store[vid].shape == (round((6 + i % 4) / 3.0 * 1.5), 64), vid
 
 
@@ -127,5 +131,51 @@ def test_released_features_train_and_evaluate_without_decoding(tmp_path):
     assert "pretrain_clip" not in proc.stderr
     table = list(csv.DictReader((tmp_path / "results/ablation.csv").open()))
     assert table[0]["configuration"] == "baseline" and 0 < float(table[0]["SumR"]) <= 400
-    with h5py.File(tmp_path / "results/tvr/features/video_feats.h5") as store:
-        assert set(store) == set(vids)
+    imported = set()
+    for store_file in (tmp_path / "results/tvr/features/video").glob("*.h5"):  # a split a job, a store each
+        with h5py.File(store_file) as store:
+            assert imported.isdisjoint(store)
+            imported |= set(store)
+    assert imported == set(vids)
+
+
+def _jobs_run(proc: subprocess.CompletedProcess) -> set[str]:
+    """The rules Snakemake ran (its `rule X:` / `localrule X:` lines)."""
+    import re
+    return set(re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):", proc.stdout + proc.stderr, re.M))
+
+
+def test_an_edited_test_caption_reevaluates_and_retrains_nothing(tvr_run):
+    """Every split has its own annotation table, video list, stores and feature cache: editing one caption
+    of the benchmark's test file reconverts, re-encodes and re-evaluates the test split and keeps every
+    trained model; an edited train caption does retrain (nothing stale is kept)."""
+    import shutil
+    work = tvr_run[0].with_name(tvr_run[0].name + "-edited")  # as deep as the original: the same relative
+    shutil.copytree(tvr_run[0], work, symlinks=True)  # path to the checkout's ablation files (a job input)
+    model = work / "results/tvr/runs/baseline/seed1/model.pt"
+    kept = [model, *sorted((work / "results/tvr/cache").glob("*/train/index.json")),
+            work / "results/tvr/features/video/train.h5", work / "results/tvr/features/text/train.h5"]
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in kept}
+    metrics = work / "results/tvr/runs/baseline/seed1/metrics.json"
+    evaluated = metrics.stat().st_mtime_ns
+    source = work / "data/tvr/tvr_val_release.jsonl"  # the test split's file
+    rows = [json.loads(line) for line in source.read_text().splitlines()]
+    rows[0]["desc"] = "Someone edits this caption by hand."
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cmd = [str(SNAKEMAKE), "results/ablation.csv", "-s", str(REPO / "Snakefile"), "-d", str(work), "--cores", "2",
+           "--configfile", str(work / "tiny.yaml"), "--config", "dataset=tvr"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ran = _jobs_run(proc)
+    assert {"benchmark_annotations", "text_features", "feature_cache", "evaluate"} <= ran, ran
+    assert "train" not in ran and "video_features_shard" not in ran, ran
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in kept} == before
+    assert metrics.stat().st_mtime_ns > evaluated
+    assert "Someone edits this caption" in (work / "results/tvr/annotations/test.jsonl").read_text()
+    source = work / "data/tvr/tvr_train_release.jsonl"  # and a train caption: retrains
+    rows = [json.loads(line) for line in source.read_text().splitlines()]
+    rows[0]["desc"] = "Someone edits a training caption."
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "train" in _jobs_run(proc) and model.stat().st_mtime_ns > before[model][0]

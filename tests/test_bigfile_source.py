@@ -187,10 +187,16 @@ def test_bigfile_release_trains_and_evaluates_without_decoding(tmp_path):
     assert table[0]["configuration"] == "baseline" and 0 < float(table[0]["SumR"]) <= 400
     metrics = json.loads((tmp_path / "results/tvr/runs/baseline/seed1/metrics.json").read_text())
     assert metrics["n_videos"] == 10
-    with h5py.File(tmp_path / "results/tvr/features/video_feats.h5") as store:
-        assert set(store) == set(vids) and store[vids[0]].shape[1] == TVR_VIDEO_DIM
-    with h5py.File(tmp_path / "results/tvr/features/text_feats.h5") as store:
-        assert store[next(iter(store))].shape[1] == TVR_TEXT_DIM
+    imported = set()
+    splits = [p.stem for p in (tmp_path / "results/tvr/features/video").glob("*.h5")]
+    assert sorted(splits) == ["test", "train", "val"]  # a split a job
+    for split in splits:
+        with h5py.File(tmp_path / f"results/tvr/features/video/{split}.h5") as store:
+            imported |= set(store)
+            assert store[next(iter(store))].shape[1] == TVR_VIDEO_DIM
+        with h5py.File(tmp_path / f"results/tvr/features/text/{split}.h5") as store:
+            assert store[next(iter(store))].shape[1] == TVR_TEXT_DIM
+    assert imported == set(vids)
     run_config = metrics["provenance"]["config"]
     assert (run_config["model"]["input_dim"], run_config["model"]["text_input_dim"]) == (TVR_VIDEO_DIM, TVR_TEXT_DIM)
     # the main table: every method of the family (DL-DKD with its own CLIP teacher), each row named

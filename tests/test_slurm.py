@@ -67,8 +67,9 @@ def failure(what: str, log: Path) -> str:
 def test_profile_sizes_jobs_and_requests_gpus_from_the_config(tmp_path):
     """Dry run: the profile's per-rule resources and the rules' GPU requests, with no cluster needed."""
     cuda = ['train={"device": "cuda"}', 'clip={"device": "cuda"}']
-    # the feature shards are planned from the video list (a checkpoint): make it first, locally
-    listing = subprocess.run(snakemake_cmd(tmp_path, "--cores", "2", "results/demo/videos.txt"), capture_output=True,
+    # the feature shards are planned from the video lists (a checkpoint per split): make them first, locally
+    lists = [f"results/demo/video_lists/{split}.txt" for split in ("train", "val", "test")]
+    listing = subprocess.run(snakemake_cmd(tmp_path, "--cores", "2", *lists), capture_output=True,
                              text=True, timeout=300)
     assert listing.returncode == 0, listing.stderr[-2000:]
     proc = subprocess.run(snakemake_cmd(tmp_path, "--profile", str(PROFILE), "-n", "--config", *cuda),

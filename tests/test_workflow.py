@@ -129,8 +129,14 @@ def test_features_follow_the_authors_layout(run):
     data = run / "results/demo"
     captions = (data / "captions/test.caption.txt").read_text().splitlines()
     assert captions and all("#enc#" in line.split(" ", 1)[0] for line in captions)
-    with h5py.File(data / "features/video_feats.h5") as fv, h5py.File(data / "features/text_feats.h5") as ft:
-        assert len(fv) == 24 + 8 + 10
+    sizes = {}
+    for split in ("train", "val", "test"):  # a store per split, each holding that split's videos / captions only
+        with h5py.File(data / f"features/video/{split}.h5") as fv, h5py.File(data / f"features/text/{split}.h5") as ft:
+            sizes[split] = len(fv)
+            ids = [line.split(" ", 1)[0] for line in (data / f"captions/{split}.caption.txt").read_text().splitlines()]
+            assert sorted(ft) == sorted(ids) and sorted(fv) == sorted({c.split("#")[0] for c in ids})
+    assert sizes == {"train": 24, "val": 8, "test": 10}
+    with h5py.File(data / "features/video/test.h5") as fv, h5py.File(data / "features/text/test.h5") as ft:
         first = captions[0].split(" ", 1)[0]
         assert ft[first].ndim == 2 and ft[first].shape[0] <= 77
         assert fv[first.split("#")[0]].shape[1] == ft[first].shape[1]
@@ -215,7 +221,7 @@ def test_corrupt_video_fails_its_rule_with_one_line(run, tmp_path):
     shutil.copytree(run, work, ignore=shutil.ignore_patterns(".snakemake"))
     victim = work / "results/demo/videos/demo_test_0003.mp4"
     victim.write_bytes((REPO / "tests/data/videos/decord_corrupted.mp4").read_bytes())
-    proc = snakemake(work, "--forcerun", "video_features_shard", "results/demo/features/video_feats.h5", check=False)
+    proc = snakemake(work, "--forcerun", "video_features_shard", "results/demo/features/video/test.h5", check=False)
     assert proc.returncode != 0
     lines = [l for l in (proc.stdout + proc.stderr).splitlines() if l.startswith("prvr error in rule")]
     assert lines and "video_features_shard" in lines[0] and "demo_test_0003.mp4" in lines[0]
@@ -259,7 +265,7 @@ def test_a_replaced_or_deleted_video_is_noticed(run, tmp_path):
         assert not reextracts()  # the same file again: nothing to re-extract
         videos[3].unlink()
         assert reextracts()
-        failed = snakemake(run, "results/demo/features/video_feats.h5", check=False)
+        failed = snakemake(run, "results/demo/features/video/test.h5", check=False)
         assert failed.returncode != 0 and videos[3].stem in (failed.stdout + failed.stderr)
     finally:
         for video in videos[:4]:

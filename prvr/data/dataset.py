@@ -12,7 +12,7 @@ A training batch holds B videos with all their captions (the authors' batching):
 At TVR size, build the dataset's resampled float16 cache once (prvr.store.feature_cache) and read
 every split from it: rows are gathered from the mapped file on access, not held in RAM:
 
-    ds = PRVRDataset.from_cache(FeatureCache("results/tvr/cache/ft128_q77"), "train.caption.txt")
+    ds = PRVRDataset.from_cache(FeatureCache("results/tvr/cache/ft128_q77/train"), "train.caption.txt")
 """
 from __future__ import annotations
 

@@ -58,20 +58,30 @@ def held_out_videos(vids, fraction: float) -> set[str]:
     return set(distinct[:max(1, round(fraction * len(distinct)))])
 
 
-def benchmark_splits(data, selection: str) -> dict[str, list[Query]]:
-    """{train, val, test: queries} as described in the module docstring."""
+def benchmark_split(data, selection: str, name: str) -> list[Query]:
+    """One split's queries, read from the files that split comes from and no other: test from
+    data.test; val from data.val, or held out of data.train (none under reported_split); train from
+    data.train less the held-out videos. The workflow converts each split in its own job, so an edit
+    of the test file reconverts test alone (the video list checks the splits disjoint)."""
+    if name not in SPLITS:
+        raise ValueError(f"benchmark_split: unknown split {name!r} (expected one of {', '.join(SPLITS)})")
     durations = read_durations(data.durations) if data.durations else None
+    if name == "test":
+        return read_split_file(data.test, data.bad_spans, durations)
+    if name == "val" and data.val.path:
+        return read_split_file(data.val, data.bad_spans, durations)
+    if name == "val" and selection == "reported_split":
+        return []  # the authors' protocol: selection on test, train keeps every video
     train = read_split_file(data.train, data.bad_spans, durations)
-    test = read_split_file(data.test, data.bad_spans, durations)
-    if data.val.path:
-        val = read_split_file(data.val, data.bad_spans, durations)
-    elif selection == "reported_split":
-        val = []  # the authors' protocol: selection on test, train keeps every video
-    else:
-        chosen = held_out_videos([q.vid for q in train], data.val_fraction)
-        val = [q for q in train if q.vid in chosen]
-        train = [q for q in train if q.vid not in chosen]
-    splits = {"train": train, "val": val, "test": test}
+    if data.val.path or selection == "reported_split":
+        return train
+    chosen = held_out_videos([q.vid for q in train], data.val_fraction)
+    return [q for q in train if (q.vid in chosen) == (name == "val")]
+
+
+def benchmark_splits(data, selection: str) -> dict[str, list[Query]]:
+    """{train, val, test: queries} as described in the module docstring, checked disjoint."""
+    splits = {name: benchmark_split(data, selection, name) for name in SPLITS}
     check_disjoint_splits({f"{name} ({getattr(data, name).path or 'held out of train'})": [q.vid for q in rows]
                            for name, rows in splits.items() if rows})
     return splits
@@ -82,11 +92,11 @@ def _tvr_row(query: Query) -> str:
                        "desc": query.desc, "desc_id": query.desc_id}) + "\n"
 
 
-def fixed_spans(data) -> dict[str, int]:
+def fixed_spans(data, splits=SPLITS) -> dict[str, int]:
     """With bad_spans "fix": how many spans of each split's file the policy changed (swapped or clipped)."""
     durations = read_durations(data.durations) if data.durations else None
     counts = {}
-    for name in SPLITS:
+    for name in splits:
         source = getattr(data, name)
         if source.path and data.bad_spans == "fix":
             fixed = read_split_file(source, "fix", durations)
@@ -95,26 +105,33 @@ def fixed_spans(data) -> dict[str, int]:
     return counts
 
 
-def write_benchmark_tables(data, selection: str, out_dir: Path) -> dict:
-    """Write annotations/{split}.jsonl under out_dir; return counts per split (and the spans that
-    bad_spans "fix" changed, per source file)."""
-    splits = benchmark_splits(data, selection)
-    for name, rows in splits.items():
+def write_benchmark_tables(data, selection: str, out_dir: Path, splits=SPLITS) -> dict:
+    """Write annotations/{split}.jsonl under out_dir for each of `splits`; return counts per split (and
+    the spans that bad_spans "fix" changed, per source file). All three splits are checked disjoint
+    here; one split alone is checked against the others by write_video_list."""
+    if tuple(splits) == SPLITS:
+        tables = benchmark_splits(data, selection)
+    else:
+        tables = {name: benchmark_split(data, selection, name) for name in splits}
+    for name, rows in tables.items():
         write_text(out_dir / "annotations" / f"{name}.jsonl", "".join(_tvr_row(q) for q in rows))
-    summary = {name: {"videos": len({q.vid for q in rows}), "queries": len(rows)} for name, rows in splits.items()}
+    summary = {name: {"videos": len({q.vid for q in rows}), "queries": len(rows)} for name, rows in tables.items()}
     if data.bad_spans == "fix":
-        summary["fixed_spans"] = fixed_spans(data)
+        summary["fixed_spans"] = fixed_spans(data, splits)
     return summary
 
 
-def write_video_list(annotation_files, out: Path, missing: set[str] = frozenset()) -> dict:
-    """videos.txt: every split's video ids (splits checked disjoint), sorted, without `missing`
-    (videos that could not be fetched). Returns counts."""
+def write_video_list(annotation_files, out: Path, missing: set[str] = frozenset(), listed=None) -> dict:
+    """A video list: the video ids of the `listed` annotation files (default: all of them), sorted,
+    without `missing` (videos that could not be fetched); every file of `annotation_files` is checked
+    to share no video with another. Returns counts."""
     split_videos = {str(p): [q.vid for q in read_tvr_jsonl(p, bad_spans="keep")] for p in annotation_files}
     check_disjoint_splits(split_videos)
-    videos = sorted({v for vids in split_videos.values() for v in vids})
+    chosen = [str(p) for p in (annotation_files if listed is None else listed)]
+    videos = sorted({v for path in chosen for v in split_videos[path]})
     kept = [v for v in videos if v not in missing]
-    for path, vids in split_videos.items():  # here, before any video is decoded, not at training
+    for path in chosen:  # here, before any video is decoded, not at training
+        vids = split_videos[path]
         check_split_size(Path(path), {v for v in vids if v not in missing}, len(set(vids) & set(missing)))
     write_text(out, "".join(v + "\n" for v in kept))
     return {"videos": len(videos), "listed": len(kept), "missing": len(videos) - len(kept)}

@@ -1,15 +1,16 @@
-"""One resampled float16 feature cache per dataset: built once from the stores, shared by every run.
+"""Resampled float16 feature caches: built once from the stores, shared by every run.
 
 Reading a TVR-size split from the HDF5 stores resamples every video again and holds the split as
 float32 in RAM (17k x 128 x 768 x 4 B = 6.9 GB of frames for TVR train, plus the captions' tokens).
-The cache does that work once, for every split of the dataset, and writes the result to disk where
-each run maps it read-only (np.load(mmap_mode="r")): a dataset made from it gathers its rows on
-access, so a run holds only the batch it works on.
+A cache does that work once for the caption files it is built from (the workflow builds one per
+split, from that split's stores) and writes the result to disk where each run maps it read-only
+(np.load(mmap_mode="r")): a dataset made from it gathers its rows on access, so a run holds only the
+batch it works on.
 
-    build_feature_cache("results/tvr/cache/ft128_q77", ["train.txt", "val.txt", "test.txt"],
-                        "video_feats.h5", "text_feats.h5", frame_tokens=128, max_query_len=77)
-    cache = open_cache("results/tvr/cache/ft128_q77", ["train.txt", "val.txt"], "video_feats.h5",
-                       "text_feats.h5", frame_tokens=128, max_query_len=77)   # or StaleCacheError
+    build_feature_cache("results/tvr/cache/ft128_q77/train", ["train.caption.txt"],
+                        "video/train.h5", "text/train.h5", frame_tokens=128, max_query_len=77)
+    cache = open_cache("results/tvr/cache/ft128_q77/train", ["train.caption.txt"], "video/train.h5",
+                       "text/train.h5", frame_tokens=128, max_query_len=77)   # or StaleCacheError
     ds = PRVRDataset.from_cache(cache, "train.txt")
 
 Layout: a directory (renamed into place only when complete, like prvr.io.atomic_path's files):
@@ -199,8 +200,8 @@ def _replace_dir(tmp: Path, out: Path) -> None:
 
 def build_feature_cache(out_dir: str | Path, caption_files: Iterable[str | Path], video_store: str | Path,
                         text_store: str | Path, frame_tokens: int, max_query_len: int | None) -> Path:
-    """Build the cache of every video and caption of `caption_files` (all the dataset's splits) into
-    the directory `out_dir`; returns its path. Videos and captions are in first-seen order over the
+    """Build the cache of every video and caption of `caption_files` (a split, or several) into the
+    directory `out_dir`; returns its path. Videos and captions are in first-seen order over the
     files, so each split's videos are one contiguous block of rows (read sequentially).
 
     The directory is written under a temporary name beside out_dir (`.<name>.<random>.prvr.tmp`, safe
@@ -244,7 +245,7 @@ class FeatureCache:
     """A built cache, mapped read-only: `frames` (V, Nf, D) and `tokens` (sum L, D) float16 memmaps,
     `offsets` (C + 1,) int64, `videos` / `captions` ids in row order.
 
-        cache = FeatureCache("results/tvr/cache/ft128_q77")
+        cache = FeatureCache("results/tvr/cache/ft128_q77/train")
         cache.query("v1#enc#0")          # (L, D) float16 view of the mapped file
         cache.video_rows(["v1", "v7"])   # their rows in `frames`
     """

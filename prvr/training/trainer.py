@@ -57,12 +57,14 @@ from prvr.training.precision import check_precision, forward_and_losses, step_pr
 class TrainData:
     """Paths of one dataset's training inputs.
 
-    feature_cache: optional, the dataset's resampled float16 cache (prvr.store.feature_cache, built
-    from these caption files and stores with the model's frame_tokens and max_query_len): the splits
-    are then read from it (not copied into RAM) and it is checked against the other inputs first
-    (StaleCacheError otherwise). It counts as an input of the run (run_identity hashes it); without
-    it the instance holds only the four paths, so vars(data), and the resume identity of runs
-    without a cache, are what they were.
+    feature_cache: optional, the resampled float16 cache (prvr.store.feature_cache, built from the
+    train captions and these stores with the model's frame_tokens and max_query_len): the train split
+    is then read from it (not copied into RAM) and it is checked against the other inputs first
+    (StaleCacheError otherwise). It counts as an input of the run (run_identity hashes it).
+    val_video_feats / val_text_feats / val_feature_cache: the selection split's own stores and cache
+    (the workflow keeps each split's features apart); each defaults to the train split's. An optional
+    path left None is not an attribute, so vars(data), and the resume identity of runs without it, are
+    what they were.
     """
     train_captions: Path
     val_captions: Path
@@ -71,11 +73,20 @@ class TrainData:
     feature_cache: Path | None = None
     teacher_video: Path | None = None  # DL-DKD's own CLIP teacher (prvr.data.teacher), imported stores
     teacher_text: Path | None = None
+    val_video_feats: Path | None = None
+    val_text_feats: Path | None = None
+    val_feature_cache: Path | None = None
 
     def __post_init__(self):
-        for optional in ("feature_cache", "teacher_video", "teacher_text"):
+        for optional in ("feature_cache", "teacher_video", "teacher_text", "val_video_feats", "val_text_feats",
+                         "val_feature_cache"):
             if getattr(self, optional) is None:
                 delattr(self, optional)  # reads as the class default None; not an input in vars(data)
+
+    def val_stores(self) -> tuple[Path, Path, Path | None]:
+        """(video store, text store, feature cache or None) of the selection split."""
+        return (self.val_video_feats or self.video_feats, self.val_text_feats or self.text_feats,
+                self.val_feature_cache or self.feature_cache)
 
 
 def seed_everything(seed: int) -> None:
@@ -209,13 +220,19 @@ def train(cfg: Config, seed: int, data: TrainData, out_dir: str | Path) -> dict:
 def _splits(cfg: Config, data: TrainData) -> tuple[PRVRDataset, PRVRDataset]:
     """The train and val datasets: from the feature cache when data has one, else from the stores;
     the train set reads DL-DKD's own teacher files beside it when data has them."""
+    val_video, val_text, val_cache = data.val_stores()
     if data.feature_cache is None:
         train_set = PRVRDataset.for_model(data.train_captions, data.video_feats, data.text_feats, cfg.model)
-        val_set = PRVRDataset.for_model(data.val_captions, data.video_feats, data.text_feats, cfg.model)
+        val_set = PRVRDataset.for_model(data.val_captions, val_video, val_text, cfg.model)
     else:
-        cache = open_cache(data.feature_cache, [data.train_captions, data.val_captions], data.video_feats,
-                           data.text_feats, cfg.model.frame_tokens, cfg.model.max_query_len)
-        train_set, val_set = PRVRDataset.from_cache(cache, data.train_captions), PRVRDataset.from_cache(cache, data.val_captions)
+        ft, q = cfg.model.frame_tokens, cfg.model.max_query_len
+        cache = open_cache(data.feature_cache, [data.train_captions], data.video_feats, data.text_feats, ft, q)
+        if val_cache != data.feature_cache:
+            cache_of_val = open_cache(val_cache, [data.val_captions], val_video, val_text, ft, q)
+        else:
+            cache_of_val = cache
+            cache.check_inputs([data.val_captions], val_video, val_text, ft, q)
+        train_set, val_set = PRVRDataset.from_cache(cache, data.train_captions), PRVRDataset.from_cache(cache_of_val, data.val_captions)
     if data.teacher_video is not None and data.teacher_text is not None:
         train_set.teacher = TeacherFeatures(data.teacher_video, data.teacher_text, cfg.model.frame_tokens)
     return train_set, val_set

@@ -75,54 +75,111 @@ def gpus_for(device):
     return 1 if device.startswith("cuda") else 0
 
 
-def benchmark_annotation_files(wildcards):
-    """The benchmark's own files (config data.*): a change of any reruns the conversion."""
+def benchmark_sources(split):
+    """The config data.<split> entries a split is converted from (prvr.sources.benchmarks.benchmark_split):
+    test from test; val from val, or held out of train; train from train."""
     d = CFG.data
-    files = {split: getattr(d, split).path for split in SPLITS if getattr(d, split).path}
-    return {**files, **{f"durations_{i}": path for i, path in enumerate(d.durations)}}
+    if split == "test":
+        return ["test"]
+    if split == "val" and d.val.path:
+        return ["val"]
+    if split == "val" and CFG.eval.selection == "reported_split":
+        return []
+    return ["train"]
+
+
+def benchmark_annotation_files(wildcards):
+    """The benchmark's own files a split is made from: a change of one reruns that split's conversion."""
+    d = CFG.data
+    names = benchmark_sources(wildcards.split)
+    return {**{n: getattr(d, n).path for n in names}, **{f"durations_{i}": path for i, path in enumerate(d.durations)}}
+
+
+def benchmark_split_settings(wildcards):
+    """What a split's conversion depends on besides its files: their formats, the span policy and, for
+    train and val, how val is chosen."""
+    data = config["data"]
+    settings = {n: data[n] for n in benchmark_sources(wildcards.split)}
+    settings.update(bad_spans=data["bad_spans"], durations=data["durations"])
+    if wildcards.split != "test":
+        settings.update(val=data["val"], val_fraction=data["val_fraction"], selection=config["eval"]["selection"])
+    return settings
 
 
 def missing_videos(wildcards):
-    """ActivityNet from YouTube: the ids that could not be fetched (left out of lists and captions)."""
-    return {"missing": f"{DATA}/missing_videos.tsv"} if SOURCE == "youtube" else {}
+    """ActivityNet from YouTube: the split's ids that could not be fetched (left out of lists and captions)."""
+    return {"missing": f"{DATA}/missing_videos/{wildcards.split}.tsv"} if SOURCE == "youtube" else {}
 
 
 def video_source(wildcards):
-    """What must exist before decoding: the corpus, a finished download, or the user's folder."""
+    """What must exist before decoding: the corpus, a finished download (of the job's split; the test
+    split's for rules without one), or the user's folder."""
     if DEMO:
         return {"videos": f"{DATA}/videos"}
     if SOURCE == "charades_archive":
         return {"download": f"{DATA}/downloads/archive.json"}
     if SOURCE == "youtube":
-        return {"download": f"{DATA}/downloads/youtube.json"}
+        return {"download": f"{DATA}/downloads/youtube/{getattr(wildcards, 'split', 'test')}.json"}
     if RELEASED:
         return {}  # features come ready-made: nothing to decode
     return {"videos": CFG.data.video_dir}  # directory or frame_folders: supplied by the user
 
 
 def video_sources(wildcards):
-    """Every listed video's source as it is now (names, sizes, modification times), hashed: a params
+    """Every listed video of the split as it is now (names, sizes, modification times), hashed: a params
     value of the merge, so Snakemake re-extracts the features when a video was replaced or deleted
     (it dates a folder input by the folder alone; the shards are temp, so all of them rerun)."""
     from prvr.stages import sources_fingerprint_of_list
     videos_dir = Path(video_source(wildcards).get("videos", CFG.data.video_dir))
-    return sources_fingerprint_of_list(CFG, videos_dir, Path(checkpoints.video_list.get().output[0]))
+    listing = checkpoints.video_list.get(split=wildcards.split).output[0]
+    return sources_fingerprint_of_list(CFG, videos_dir, Path(listing))
 
 
 def video_shards(wildcards):
-    """The shards of the video list (known once the video_list checkpoint has run)."""
-    with open(checkpoints.video_list.get().output[0]) as listing:
+    """The shards of the split's video list (known once its video_list checkpoint has run)."""
+    with open(checkpoints.video_list.get(split=wildcards.split).output[0]) as listing:
         n_videos = sum(1 for line in listing if line.strip())
     n_shards = max(1, math.ceil(n_videos / CFG.frames.shard_size))
-    return expand(f"{DATA}/features/shards/video_{{shard}}.h5", shard=range(n_shards))
+    return expand(f"{DATA}/features/shards/{wildcards.split}_{{shard}}.h5", shard=range(n_shards))
 
 
-def run_cache(wildcards):
-    """The dataset's resampled feature cache at this configuration's frame_tokens / max_query_len."""
-    if not CFG.data.feature_cache:
-        return {}
-    model = row_config(wildcards.ablation).model
-    return {"cache": f"{DATA}/cache/ft{model.frame_tokens}_q{model.max_query_len}"}
+def text_store(split):
+    """A split's caption features (each split its own store, so an edit of one split's captions
+    reruns nothing that reads only the others)."""
+    return f"{DATA}/features/text/{split}.h5"
+
+
+def video_store(split):
+    """A split's video features (decoded, or imported from a release), a store per split."""
+    return f"{DATA}/features/video/{split}.h5"
+
+
+def selection_split(ablation):
+    """The split the epoch is selected on: val, or the reported test split (eval.selection)."""
+    return "test" if row_config(ablation).eval.selection == "reported_split" else "val"
+
+
+def split_cache(ablation, split):
+    """The split's resampled feature cache at this configuration's frame_tokens / max_query_len."""
+    model = row_config(ablation).model
+    return f"{DATA}/cache/ft{model.frame_tokens}_q{model.max_query_len}/{split}"
+
+
+def train_inputs(wildcards):
+    """A training run's captions and stores of the train split and of the selection split, and their
+    feature caches where data.feature_cache is on."""
+    val = selection_split(wildcards.ablation)
+    inputs = {"train_captions": f"{DATA}/captions/train.caption.txt", "val_captions": f"{DATA}/captions/{val}.caption.txt",
+              "video_feats": video_store("train"), "text_feats": text_store("train"),
+              "val_video_feats": video_store(val), "val_text_feats": text_store(val)}
+    if CFG.data.feature_cache:
+        inputs.update(cache=split_cache(wildcards.ablation, "train"), val_cache=split_cache(wildcards.ablation, val))
+    return inputs
+
+
+def test_cache(wildcards):
+    """The test split's feature cache at this configuration's settings, where data.feature_cache is on."""
+    return {"cache": split_cache(wildcards.ablation, "test")} if CFG.data.feature_cache else {}
 
 
 def teacher_files(wildcards):
@@ -131,18 +188,6 @@ def teacher_files(wildcards):
     if not CFG.data.teacher_video_h5 or row_config(wildcards.ablation).model.name != "dl_dkd":
         return {}
     return {"teacher_video": f"{DATA}/features/teacher_video.h5", "teacher_text": f"{DATA}/features/teacher_text.h5"}
-
-
-def cache_captions(wildcards):
-    """The caption files the cache holds: every split (no val under eval.selection reported_split)."""
-    splits = ["train", "test"] if CFG.eval.selection == "reported_split" else SPLITS
-    return expand(f"{DATA}/captions/{{split}}.caption.txt", split=splits)
-
-
-def val_captions(wildcards):
-    """The split the epoch is selected on: val, or the reported test split (eval.selection)."""
-    split = "test" if row_config(wildcards.ablation).eval.selection == "reported_split" else "val"
-    return f"{DATA}/captions/{split}.caption.txt"
 
 
 def clip_weights(wildcards):
@@ -163,8 +208,8 @@ def analysis_inputs(wildcards):
     inputs = {
         "annotations": f"{DATA}/annotations/{split}.jsonl",
         "captions": f"{DATA}/captions/{split}.caption.txt",
-        "video_feats": f"{DATA}/features/video_feats.h5",
-        "text_feats": f"{DATA}/features/text_feats.h5",
+        "video_feats": video_store(split),
+        "text_feats": text_store(split),
     }
     if DEMO:
         inputs["labels"] = f"{DATA}/annotations/event_labels.jsonl"

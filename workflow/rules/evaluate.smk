@@ -6,13 +6,13 @@
 
 rule evaluate:
     input:
-        unpack(run_cache),
+        unpack(test_cache),
         unpack(lambda wildcards: {f"analysis_{k}": v for k, v in analysis_inputs(wildcards).items()}),
         models=lambda wildcards: run_files(wildcards.ablation, "model.pt"),
         captions=f"{DATA}/captions/test.caption.txt",
         coverage=f"{DATA}/captions/test.coverage.json",
-        video_feats=f"{DATA}/features/video_feats.h5",
-        text_feats=f"{DATA}/features/text_feats.h5",
+        video_feats=video_store("test"),
+        text_feats=text_store("test"),
     output:
         metrics=[f"{DATA}/runs/{{ablation}}/seed{seed}/metrics.json" for seed in config["seeds"]],
         collapse=[f"{DATA}/runs/{{ablation}}/seed{seed}/collapse.json" for seed in config["seeds"]],

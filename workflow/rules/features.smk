@@ -1,26 +1,31 @@
-# Stage 3: decode (decord or PyAV) and encode (open_clip) per shard of the dataset's video list, so no
-# decoded frames are kept on disk; merge shards into the authors' HDF5 layout; encode every caption's
-# tokens. With data.videos: released_features, the authors' HDF5 files are validated and imported instead;
-# with released_bigfile, MS-SL's BigFile folder and RoBERTa caption HDF5 (the I3D-feature baselines).
+# Stage 3: decode (decord or PyAV) and encode (open_clip) a split's videos a shard at a time, so no
+# decoded frames are kept on disk; merge the shards into the split's store in the authors' HDF5 layout;
+# encode each split's captions into that split's own store. With data.videos: released_features, the
+# authors' HDF5 files are validated and imported instead, a split a job; with released_bigfile, MS-SL's
+# BigFile folder and RoBERTa caption HDF5 (the I3D-feature baselines). Every store and cache is a
+# split's own, so an edit of the test captions re-encodes and re-evaluates and never retrains.
 
 if not RELEASED:
 
     rule video_features_shard:
         input:
             unpack(video_source),
-            video_list=f"{DATA}/videos.txt",
+            video_list=f"{DATA}/video_lists/{{split}}.txt",
             weights=clip_weights,
         output:
-            temp(f"{DATA}/features/shards/video_{{shard}}.h5"),
+            temp(f"{DATA}/features/shards/{{split}}_{{shard}}.h5"),
         params:
             frames=config["frames"],
             clip=config["clip"],
             video_dir=lambda wildcards, input: input.get("videos", CFG.data.video_dir),
             folder_fps=config["data"]["folder_fps"],
         log:
-            "logs/video_features/{shard}.log",
+            "logs/video_features/{split}_{shard}.log",
         benchmark:
-            "benchmarks/video_features/{shard}.tsv"
+            "benchmarks/video_features/{split}_{shard}.tsv"
+        wildcard_constraints:
+            split="|".join(SPLITS),
+            shard=r"\d+",
         resources:
             gpu=gpus_for(config["clip"]["device"]),
         conda:
@@ -33,13 +38,15 @@ if not RELEASED:
         input:
             video_shards,
         output:
-            f"{DATA}/features/video_feats.h5",
+            f"{DATA}/features/video/{{split}}.h5",
         params:
             sources=video_sources,
         log:
-            "logs/merge_video_features.log",
+            "logs/merge_video_features/{split}.log",
         benchmark:
-            "benchmarks/merge_video_features.tsv",
+            "benchmarks/merge_video_features/{split}.tsv",
+        wildcard_constraints:
+            split="|".join(SPLITS),
         conda:
             "../../envs/features.yaml"
         script:
@@ -48,16 +55,18 @@ if not RELEASED:
 
     rule text_features:
         input:
-            captions=expand(f"{DATA}/captions/{{split}}.caption.txt", split=SPLITS),
+            captions=f"{DATA}/captions/{{split}}.caption.txt",
             weights=clip_weights,
         output:
-            f"{DATA}/features/text_feats.h5",
+            f"{DATA}/features/text/{{split}}.h5",
         params:
             clip=config["clip"],
         log:
-            "logs/text_features.log",
+            "logs/text_features/{split}.log",
         benchmark:
-            "benchmarks/text_features.tsv"
+            "benchmarks/text_features/{split}.tsv"
+        wildcard_constraints:
+            split="|".join(SPLITS),
         resources:
             gpu=gpus_for(config["clip"]["device"]),
         conda:
@@ -67,18 +76,20 @@ if not RELEASED:
 
 elif SOURCE == "released_bigfile":
 
-    rule import_bigfile:
+    rule import_bigfile:  # one split a job (the splits share no video)
         input:
-            captions=expand(f"{DATA}/captions/{{split}}.caption.txt", split=SPLITS),
+            captions=f"{DATA}/captions/{{split}}.caption.txt",
             bigfile_dir=config["data"]["released_bigfile_dir"],
             text_h5=config["data"]["released_text_h5"],
         output:
-            video_feats=f"{DATA}/features/video_feats.h5",
-            text_feats=f"{DATA}/features/text_feats.h5",
+            video_feats=f"{DATA}/features/video/{{split}}.h5",
+            text_feats=f"{DATA}/features/text/{{split}}.h5",
         log:
-            "logs/import_bigfile.log",
+            "logs/import_bigfile/{split}.log",
         benchmark:
-            "benchmarks/import_bigfile.tsv",
+            "benchmarks/import_bigfile/{split}.tsv",
+        wildcard_constraints:
+            split="|".join(SPLITS),
         conda:
             "../../envs/features.yaml"
         script:
@@ -86,38 +97,41 @@ elif SOURCE == "released_bigfile":
 
 else:
 
-    rule import_released:
+    rule import_released:  # one split a job (the splits share no video)
         input:
-            captions=expand(f"{DATA}/captions/{{split}}.caption.txt", split=SPLITS),
+            captions=f"{DATA}/captions/{{split}}.caption.txt",
             video_h5=config["data"]["released_video_h5"],
             text_h5=config["data"]["released_text_h5"],
         output:
-            video_feats=f"{DATA}/features/video_feats.h5",
-            text_feats=f"{DATA}/features/text_feats.h5",
+            video_feats=f"{DATA}/features/video/{{split}}.h5",
+            text_feats=f"{DATA}/features/text/{{split}}.h5",
         log:
-            "logs/import_released.log",
+            "logs/import_released/{split}.log",
         benchmark:
-            "benchmarks/import_released.tsv",
+            "benchmarks/import_released/{split}.tsv",
+        wildcard_constraints:
+            split="|".join(SPLITS),
         conda:
             "../../envs/features.yaml"
         script:
             "../scripts/import_released.py"
 
 
-rule feature_cache:
+rule feature_cache:  # one split a job: that split's videos and captions
     input:
-        captions=cache_captions,
-        video_feats=f"{DATA}/features/video_feats.h5",
-        text_feats=f"{DATA}/features/text_feats.h5",
+        captions=f"{DATA}/captions/{{split}}.caption.txt",
+        video_feats=lambda wildcards: video_store(wildcards.split),
+        text_feats=lambda wildcards: text_store(wildcards.split),
     output:
-        directory(f"{DATA}/cache/ft{{frame_tokens}}_q{{max_query_len}}"),
+        directory(f"{DATA}/cache/ft{{frame_tokens}}_q{{max_query_len}}/{{split}}"),
     log:
-        "logs/feature_cache/ft{frame_tokens}_q{max_query_len}.log",
+        "logs/feature_cache/ft{frame_tokens}_q{max_query_len}/{split}.log",
     benchmark:
-        "benchmarks/feature_cache/ft{frame_tokens}_q{max_query_len}.tsv"
+        "benchmarks/feature_cache/ft{frame_tokens}_q{max_query_len}/{split}.tsv"
     wildcard_constraints:
         frame_tokens=r"\d+",
         max_query_len=r"\d+",
+        split="|".join(SPLITS),
     conda:
         "../../envs/train.yaml"
     script:

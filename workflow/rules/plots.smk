@@ -94,8 +94,8 @@ if COMPARE_ROWS and not RELEASED and SOURCE != "frame_folders":
             models=[f"{DATA}/runs/{n}/seed{config['seeds'][0]}/model.pt" for n in COMPARE_ROWS],
             annotations=f"{DATA}/annotations/test.jsonl",
             captions=f"{DATA}/captions/test.caption.txt",
-            video_feats=f"{DATA}/features/video_feats.h5",
-            text_feats=f"{DATA}/features/text_feats.h5",
+            video_feats=video_store("test"),
+            text_feats=text_store("test"),
         output:
             png=report("results/figures/qualitative.png", caption="../report/qualitative.rst", category="Figures",
                        labels={"configuration": " vs ".join(COMPARE_ROWS), "figure": "qualitative"}),

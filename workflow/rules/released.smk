@@ -24,8 +24,8 @@ rule evaluate_checkpoint:
         model=f"{DATA}/released/{{release}}/model.pt",
         captions=f"{DATA}/captions/test.caption.txt",
         coverage=f"{DATA}/captions/test.coverage.json",
-        video_feats=f"{DATA}/features/video_feats.h5",
-        text_feats=f"{DATA}/features/text_feats.h5",
+        video_feats=video_store("test"),
+        text_feats=text_store("test"),
     output:
         f"{DATA}/released/{{release}}/metrics.json",
     log:

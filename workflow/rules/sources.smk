@@ -19,16 +19,18 @@ rule download_archive:
         "../scripts/download_archive.py"
 
 
-rule download_youtube:
+rule download_youtube:  # one split a job (the splits share no video)
     input:
-        annotations=expand(f"{DATA}/annotations/{{split}}.jsonl", split=SPLITS),
+        annotations=f"{DATA}/annotations/{{split}}.jsonl",
     output:
-        done=f"{DATA}/downloads/youtube.json",
-        missing=f"{DATA}/missing_videos.tsv",
+        done=f"{DATA}/downloads/youtube/{{split}}.json",
+        missing=f"{DATA}/missing_videos/{{split}}.tsv",
     params:
         video_dir=config["data"]["video_dir"],
     log:
-        "logs/download_youtube.log",
+        "logs/download_youtube/{split}.log",
+    wildcard_constraints:
+        split="|".join(SPLITS),
     conda:
         "../../envs/videos.yaml"
     localrule: True

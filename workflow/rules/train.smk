@@ -3,13 +3,9 @@
 
 rule train:
     input:
-        unpack(run_cache),
+        unpack(train_inputs),
         unpack(teacher_files),
         ablation=ablation_file,
-        train_captions=f"{DATA}/captions/train.caption.txt",
-        val_captions=val_captions,
-        video_feats=f"{DATA}/features/video_feats.h5",
-        text_feats=f"{DATA}/features/text_feats.h5",
     output:
         model=f"{DATA}/runs/{{ablation}}/seed{{seed}}/model.pt",
         provenance=f"{DATA}/runs/{{ablation}}/seed{{seed}}/provenance.json",

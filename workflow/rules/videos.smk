@@ -1,5 +1,7 @@
-# Stage 1: the annotations and the dataset's one video list. The demo corpus is generated (H.264 files
-# + TVR-layout jsonl); a benchmark's own files (config data.*) are converted to the same layout.
+# Stage 1: the annotations, caption files and video lists, a split each. The demo corpus is generated
+# (H.264 files + TVR-layout jsonl); a benchmark's own files (config data.*) are converted to the same
+# layout. Nothing of one split is made from another's files (other than the disjointness check), so an
+# edit of the test captions never reaches training.
 
 
 if DEMO:
@@ -22,33 +24,37 @@ if DEMO:
 
 else:
 
-    rule benchmark_annotations:
+    rule benchmark_annotations:  # one split a job: an edit of the test file reconverts test alone
         input:
             unpack(benchmark_annotation_files),
         output:
-            annotations=expand(f"{DATA}/annotations/{{split}}.jsonl", split=SPLITS),
+            annotations=f"{DATA}/annotations/{{split}}.jsonl",
         params:
-            data=config["data"],
-            selection=config["eval"]["selection"],
+            settings=benchmark_split_settings,
         log:
-            "logs/benchmark_annotations.log",
+            "logs/benchmark_annotations/{split}.log",
         benchmark:
-            "benchmarks/benchmark_annotations.tsv",
+            "benchmarks/benchmark_annotations/{split}.tsv",
+        wildcard_constraints:
+            split="|".join(SPLITS),
         conda:
             "../../envs/videos.yaml"
         script:
             "../scripts/benchmark_annotations.py"
 
 
-checkpoint video_list:
+checkpoint video_list:  # one split a job; the others' annotations are read (ancient) to check it shares no video
     input:
         unpack(missing_videos),
         unpack(video_source),  # the videos exist (or are downloaded) before any shard is planned
-        annotations=expand(f"{DATA}/annotations/{{split}}.jsonl", split=SPLITS),
+        annotations=f"{DATA}/annotations/{{split}}.jsonl",
+        others=lambda wildcards: [ancient(f"{DATA}/annotations/{s}.jsonl") for s in SPLITS if s != wildcards.split],
     output:
-        f"{DATA}/videos.txt",
+        f"{DATA}/video_lists/{{split}}.txt",
     log:
-        "logs/video_list.log",
+        "logs/video_list/{split}.log",
+    wildcard_constraints:
+        split="|".join(SPLITS),
     conda:
         "../../envs/videos.yaml"
     script:

@@ -1,4 +1,4 @@
-"""Snakemake step: the benchmark's own annotation files -> annotations/{train,val,test}.jsonl."""
+"""Snakemake step: the benchmark's own annotation files -> annotations/{split}.jsonl, one split a job."""
 import sys
 from pathlib import Path
 
@@ -9,8 +9,8 @@ from prvr.stages import benchmark_tables  # noqa: E402
 
 
 def main(smk, cfg):
-    out_dir = Path(smk.output.annotations[0]).parent.parent
-    print(benchmark_tables(cfg, out_dir))
+    out_dir = Path(smk.output.annotations).parent.parent
+    print(benchmark_tables(cfg, out_dir, (smk.wildcards.split,)))
 
 
 run_step(snakemake, main)

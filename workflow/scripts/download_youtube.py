@@ -1,4 +1,4 @@
-"""Snakemake step (local): fetch the dataset's YouTube videos; ids that fail go to missing_videos.tsv."""
+"""Snakemake step (local): fetch a split's YouTube videos; ids that fail go to missing_videos/<split>.tsv."""
 import sys
 from pathlib import Path
 
@@ -9,7 +9,7 @@ from prvr.stages import fetch_youtube_videos  # noqa: E402
 
 
 def main(smk, cfg):
-    print(fetch_youtube_videos(cfg, [Path(p) for p in smk.input.annotations], Path(smk.output.missing),
+    print(fetch_youtube_videos(cfg, [Path(smk.input.annotations)], Path(smk.output.missing),
                                Path(smk.output.done)))
 
 

@@ -1,4 +1,4 @@
-"""Snakemake step: validate MS-SL's BigFile folder and RoBERTa caption HDF5 against every split, import them."""
+"""Snakemake step: validate MS-SL's BigFile folder and RoBERTa caption HDF5 against one split, import its videos and captions."""
 import sys
 from pathlib import Path
 
@@ -9,7 +9,7 @@ from prvr.sources.bigfile_release import import_bigfile_release  # noqa: E402
 
 
 def main(smk, cfg):
-    captions = {Path(p).name.split(".")[0]: Path(p) for p in smk.input.captions}
+    captions = {smk.wildcards.split: Path(smk.input.captions)}  # one split a job
     print(import_bigfile_release(smk.input.bigfile_dir, smk.input.text_h5, captions, Path(smk.output.video_feats),
                                  Path(smk.output.text_feats), input_dim=cfg.model.input_dim,
                                  text_input_dim=cfg.model.text_input_dim,

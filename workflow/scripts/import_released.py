@@ -1,4 +1,4 @@
-"""Snakemake step: validate the authors' released HDF5 features against every split, import them."""
+"""Snakemake step: validate the authors' released HDF5 features against one split, import its videos and captions."""
 import sys
 from pathlib import Path
 
@@ -9,7 +9,7 @@ from prvr.stages import import_released_features  # noqa: E402
 
 
 def main(smk, cfg):
-    captions = {Path(p).name.split(".")[0]: Path(p) for p in smk.input.captions}
+    captions = {smk.wildcards.split: Path(smk.input.captions)}  # one split a job
     print(import_released_features(cfg, captions, Path(smk.output.video_feats), Path(smk.output.text_feats)))
 
 

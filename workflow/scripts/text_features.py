@@ -1,4 +1,4 @@
-"""Snakemake step: CLIP token features of every caption."""
+"""Snakemake step: CLIP token features of one split's captions."""
 import sys
 from pathlib import Path
 
@@ -10,7 +10,7 @@ from prvr.stages import extract_text  # noqa: E402
 
 def main(smk, cfg):
     weights = Path(smk.input.weights) if smk.input.get("weights") else None
-    extract_text(cfg, [Path(p) for p in smk.input.captions], weights, Path(smk.output[0]))
+    extract_text(cfg, [Path(smk.input.captions)], weights, Path(smk.output[0]))
 
 
 run_step(snakemake, main)

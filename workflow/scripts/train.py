@@ -13,12 +13,15 @@ from prvr.training.trainer import TrainData  # noqa: E402
 def main(smk, cfg):
     cfg = ablation_config(cfg, Path(smk.input.ablation))
     inp = smk.input
-    cache = Path(inp.cache) if "cache" in inp.keys() else None
-    teacher = {k: Path(inp[k]) for k in ("teacher_video", "teacher_text") if k in inp.keys()}  # DL-DKD's own
+    fields = {"cache": "feature_cache", "val_cache": "val_feature_cache", "val_text_feats": "val_text_feats",
+              "teacher_video": "teacher_video", "teacher_text": "teacher_text"}  # DL-DKD's own teacher stores
+    optional = {field: Path(inp[name]) for name, field in fields.items() if name in inp.keys()}
+    if inp.val_video_feats != inp.video_feats:  # released features: a store per split
+        optional["val_video_feats"] = Path(inp.val_video_feats)
     data = TrainData(Path(inp.train_captions), Path(inp.val_captions), Path(inp.video_feats), Path(inp.text_feats),
-                     feature_cache=cache, **teacher)
+                     **optional)
     inputs = {k: inp[k] for k in ("ablation", "train_captions", "val_captions", "video_feats", "text_feats",
-                                  *teacher)}
+                                  "val_video_feats", "val_text_feats", "teacher_video", "teacher_text") if k in inp.keys()}
     train_run(cfg, int(smk.wildcards.seed), data, Path(smk.output.model).parent, inputs)
 
 

@@ -1,4 +1,4 @@
-"""Snakemake step: the dataset's one video list (videos.txt) that every feature shard reads."""
+"""Snakemake step: a split's video list (video_lists/<split>.txt) that its feature shards read."""
 import sys
 from pathlib import Path
 
@@ -10,7 +10,8 @@ from prvr.stages import video_list  # noqa: E402
 
 def main(smk, cfg):
     missing = Path(smk.input.missing) if smk.input.get("missing") else None
-    print(video_list([Path(p) for p in smk.input.annotations], Path(smk.output[0]), missing))
+    own = Path(smk.input.annotations)
+    print(video_list([own, *map(Path, smk.input.others)], Path(smk.output[0]), missing, listed=[own]))
 
 
 run_step(snakemake, main)
