@@ -19,6 +19,7 @@
     prvr check-config [--configfile my.yaml ...] [key=value ...]   (the workflow's checks, without Snakemake)
     prvr index my_videos/ --model run/model.pt --out my_index [--clip-weights tiny_clip.pt]   (search own videos)
         [--long-after 128 --window 16 --stride 8]   (long videos as overlapping windows; --long-after off)
+        [--frame-folders 3]   (a folder of frame-image folders, shown at 3 fps: TVR's frames)
     prvr search my_index "a red circle spins" [-k 10] [--json] [--html hits.html]
 
 Errors from bad input print one line (`prvr: error: ...`) and exit with status 1.
@@ -166,9 +167,10 @@ def _cmd_import_checkpoint(a):
 def _cmd_index(a):
     from prvr.search import index_videos
     done = index_videos(a.videos, a.model, a.out, clip_weights=a.clip_weights, workers=a.workers,
-                        long_after=a.long_after, window=a.window, stride=a.stride)
+                        long_after=a.long_after, window=a.window, stride=a.stride, folder_fps=a.frame_folders)
     print(f"{a.out}: {done['indexed']} new, {done['changed']} changed, {done['unchanged']} unchanged, "
-          f"{len(done['broken'])} broken of {done['videos']} videos; {done['total_indexed']} in the index")
+          f"{len(done['broken'])} broken of {done['videos']} videos, {done['removed']} removed (file gone); "
+          f"{done['total_indexed']} in the index")
 
 
 def _cmd_search(a):
@@ -230,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
         (("--model",), {"required": True}), (("--out",), {"required": True, "help": "the index folder"}),
         (("--clip-weights",), {"default": None, "help": "CLIP weights (default: the model's clip.pretrained)"}),
         (("--workers",), {"type": int, "default": 1}),
+        (("--frame-folders",), {"type": float, "default": None, "metavar": "FPS",
+                                "help": "the videos are folders of frame images shown at FPS (TVR's frames: 3)"}),
         (("--long-after",), {"default": None, "metavar": "SECONDS|off",
                              "help": "videos longer than this are indexed as windows (default: max_frames / fps; "
                                      "off: never; extending an index: its own)"}),

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from prvr.cli import main
 from prvr.config import Config, CorpusConfig, merge, to_dict
@@ -88,6 +89,73 @@ def test_resume_skips_unchanged_and_reindexes_a_changed_file(setup, tmp_path):
         np.testing.assert_array_equal(tokens[2].numpy(), tokens[0].numpy(), err_msg=key)
     shards = sorted(p.name for p in (tmp_path / "index").glob("shard_*.h5"))
     assert shards == sorted({e["shard"] for e in index.manifest["videos"].values()})
+
+
+def test_a_deleted_video_leaves_the_index_and_a_moved_one_is_followed(setup, tmp_path, capsys):
+    """Re-indexing drops a video whose indexed file is gone (one line, counted); a video of another
+    folder of the same index stays; an unchanged video found under a new path keeps its rows and its
+    entry names the new file."""
+    root, _, _ = setup
+    videos, other = tmp_path / "videos", tmp_path / "other"
+    shutil.copytree(root / "videos", videos)
+    other.mkdir()
+    shutil.move(videos / "demo_test_0002.mp4", other / "extra.mp4")
+    index_videos(videos, root / "model.pt", tmp_path / "index", dtype="float32")
+    index_videos(other, root / "model.pt", tmp_path / "index", dtype="float32")  # a second folder
+    assert Searcher(tmp_path / "index").index.ids == ["demo_test_0000", "demo_test_0001", "extra"]
+    (videos / "demo_test_0001.mp4").unlink()
+    capsys.readouterr()
+    again = index_videos(videos, root / "model.pt", tmp_path / "index", dtype="float32")
+    assert (again["removed"], again["unchanged"], again["total_indexed"]) == (1, 1, 2)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "dropped" in line]
+    assert len(lines) == 1 and "demo_test_0001" in lines[0] and "no longer exists" in lines[0]
+    assert Searcher(tmp_path / "index").index.ids == ["demo_test_0000", "extra"]  # extra's file is there
+    assert {hit.video for hit in search(tmp_path / "index", "a red circle", k=5)} == {"demo_test_0000", "extra"}
+    moved = tmp_path / "moved"
+    shutil.move(videos, moved)
+    after = index_videos(moved, root / "model.pt", tmp_path / "index", dtype="float32")
+    assert (after["unchanged"], after["removed"], after["indexed"]) == (1, 0, 0)
+    entry = json.loads((tmp_path / "index/index.json").read_text())["videos"]["demo_test_0000"]
+    assert entry["file"] == str((moved / "demo_test_0000.mp4").resolve())
+
+
+def test_frame_folders_index_as_their_videos(setup, tmp_path):
+    """`prvr index --frame-folders FPS`: a folder of each video's frames (lossless PNG, shown at the
+    video's own rate) is indexed like the video: the same durations and token spans, tokens equal to
+    CLIP's rounding of the two resize paths, the same ranking; the entry records the rate, the page
+    shows its frames, and re-indexing the folders skips them. (The tokens differ by the two resize paths:
+    the video decoder's and PIL's bicubic on the PNGs.)"""
+    from prvr.search import write_results_page
+    from prvr.video.decoding import decode_video, video_info
+    root, _, captions = setup
+    frames_dir = tmp_path / "frames"
+    for video in sorted((root / "videos").glob("*.mp4")):
+        folder = frames_dir / video.stem
+        folder.mkdir(parents=True)
+        for k, frame in enumerate(decode_video(video)):  # every frame, native size
+            Image.fromarray(frame).save(folder / f"{k + 1:05d}.png")
+    fps = video_info(next((root / "videos").glob("*.mp4")))["fps"]
+    assert main(["index", str(frames_dir), "--model", str(root / "model.pt"), "--out", str(tmp_path / "index"),
+                 "--frame-folders", str(fps)]) == 0
+    folders, videos = Searcher(tmp_path / "index"), Searcher(root / "index32")
+    assert folders.index.ids == videos.index.ids
+    np.testing.assert_allclose(folders.index.durations, videos.index.durations, rtol=0, atol=1e-5)  # time base
+    np.testing.assert_allclose(folders.index.spans, videos.index.spans, rtol=0, atol=1e-5)
+    for key in videos.index.tokens:
+        np.testing.assert_allclose(folders.index.tokens[key].float().numpy(), videos.index.tokens[key].numpy(),
+                                   atol=0.02, rtol=0, err_msg=key)  # measured: <= 0.006
+    entry = folders.index.manifest["videos"]["demo_test_0000"]
+    assert entry["folder_fps"] == fps and entry["file"] == str((frames_dir / "demo_test_0000").resolve())
+    text = next(iter(captions.values()))
+    texts = list(captions.values())
+    np.testing.assert_allclose(folders.scores(folders.encode(texts)), videos.scores(videos.encode(texts)),
+                               atol=2e-3, rtol=0)  # measured: <= 3e-4; an untrained model's near ties swap ranks
+    hits = folders.search(text, k=3)
+    assert hits[0].folder_fps == fps and 0 <= hits[0].start < hits[0].end <= hits[0].duration + 1e-9
+    page = write_results_page(hits, text, tmp_path / "hits.html").read_text()
+    assert page.count("data:image/jpeg;base64,") >= 3 and "frames unavailable" not in page
+    again = index_videos(frames_dir, root / "model.pt", tmp_path / "index", folder_fps=fps)
+    assert (again["unchanged"], again["indexed"], again["changed"]) == (3, 0, 0)
 
 
 def test_a_corrupt_file_is_listed_and_skipped_with_one_line(setup, tmp_path, capsys):

@@ -91,17 +91,19 @@ class SearchEncoder:
         keys = model_scores.video_keys(self.branches)
         return keys if MOMENT_KEY in keys else (*keys, MOMENT_KEY)
 
-    def duration(self, path: str | Path) -> float:
-        """A video's duration (s), as the sampling measures it (first frame to the end of the last)."""
-        return float(video_info(path, backend=self.cfg.frames.backend)["duration"])
+    def duration(self, path: str | Path, folder_fps: float | None = None) -> float:
+        """A video's duration (s), as the sampling measures it (first frame to the end of the last);
+        folder_fps: `path` is a folder of frame images shown at this rate (TVR's frames)."""
+        return float(video_info(path, backend=self.cfg.frames.backend, folder_fps=folder_fps)["duration"])
 
-    def frame_features(self, path: str | Path, rate: float | None = None) -> np.ndarray:
+    def frame_features(self, path: str | Path, rate: float | None = None,
+                       folder_fps: float | None = None) -> np.ndarray:
         """(T, D) CLIP features of a video's sampled frames: the pipeline's (its `frames` settings), or
         with `rate`, `rate` frames per second over the whole video without the max_frames cap (a long
-        video cut into windows: prvr.search.windows)."""
+        video cut into windows: prvr.search.windows). folder_fps: as `duration`."""
         frames_cfg = self.cfg.frames if rate is None else replace(self.cfg.frames, fps=rate, num_frames=None,
                                                                     max_frames=None)
-        return video_frame_features(path, self.clip, frames_cfg)  # (T, D)
+        return video_frame_features(path, self.clip, frames_cfg, folder_fps=folder_fps)  # (T, D)
 
     def encode_frames(self, feats: np.ndarray) -> dict[str, np.ndarray]:
         """(T, D) CLIP frame features -> {key: (N, H) float32} of the model's video encoder."""

@@ -2,7 +2,7 @@
 
     summary = index_videos("my_videos/", "runs/full/seed1/model.pt", "my_index",
                            clip_weights="results/demo/clip/tiny_clip.pt", workers=2)
-    # {"videos": 12, "indexed": 3, "unchanged": 8, "changed": 1, "broken": {"bad.mp4": "..."}}
+    # {"videos": 12, "indexed": 3, "unchanged": 8, "changed": 1, "removed": 0, "broken": {"bad.mp4": "..."}}
 
 Per video (prvr.search.encoding, the pipeline's decoding, CLIP and resampling): the model's video
 encoder outputs its score reads (and frame_tokens), float16 by default, the duration and each frame
@@ -10,8 +10,10 @@ token's time span (prvr.search.moments.token_spans), stored as prvr.search.store
 longer than the index's `long_after` is stored as one row per window (prvr.search.windows), its token
 spans in the long video's seconds.
 
-Resumable: a video whose id is in the index with the same file content (sha256) is skipped; one
-whose content changed is encoded again (its old rows are dropped). Videos are committed every
+Resumable: a video whose id is in the index with the same file content (sha256) is skipped (its entry
+then names the file where it was found); one whose content changed is encoded again (its old rows are
+dropped); one whose indexed file no longer exists, and that the run does not find elsewhere, is
+dropped from the index with a line on stderr (`removed` in the counts). Videos are committed every
 `shard_size` videos (or once their rows reach SHARD_ROWS), so an interrupted run keeps what it
 finished; without `clip_weights`, an existing index is extended with the CLIP weights it names. A
 file that cannot be read or decoded is listed (one line on stderr: file and reason) and skipped. An
@@ -49,14 +51,16 @@ DTYPES = ("float16", "float32")
 def index_videos(videos: str | Path, model_path: str | Path, out_index: str | Path,
                  clip_weights: str | Path | None = None, workers: int = 1, shard_size: int = SHARD_SIZE,
                  dtype: str = "float16", long_after: float | str | None = None, window: float | None = None,
-                 stride: float | None = None) -> dict:
+                 stride: float | None = None, folder_fps: float | None = None) -> dict:
     """Index the videos of a folder or list file into `out_index`; returns the counts and the broken files.
     long_after / window / stride (seconds; long_after="off": no windows): prvr.search.windows, its
-    defaults for a new index, the index's own settings when extending one and none is given."""
-    if dtype not in DTYPES or workers < 1 or shard_size < 1:
-        raise PrvrError(f"index: dtype must be one of {DTYPES}, workers and shard_size >= 1 "
-                        f"(got {dtype!r}, {workers}, {shard_size})")
-    paths = list_videos(videos)
+    defaults for a new index, the index's own settings when extending one and none is given.
+    folder_fps: the videos are frame folders (one folder of images per video, image k shown at
+    k / folder_fps: TVR's released frames); each entry records it."""
+    if dtype not in DTYPES or workers < 1 or shard_size < 1 or (folder_fps is not None and not folder_fps > 0):
+        raise PrvrError(f"index: dtype must be one of {DTYPES}, workers and shard_size >= 1, folder_fps > 0 "
+                        f"(got {dtype!r}, {workers}, {shard_size}, {folder_fps})")
+    paths = list_videos(videos, frame_folders=folder_fps is not None)
     folder = Path(out_index)
     if folder.exists() and not folder.is_dir():
         raise PrvrError(f"{folder}: exists and is not a folder")
@@ -71,46 +75,61 @@ def index_videos(videos: str | Path, model_path: str | Path, out_index: str | Pa
     if manifest is not None:
         store.check_same_encoder(folder, manifest, wanted)
     manifest = {**wanted, "videos": (manifest or {}).get("videos", {})}
-    return _run(encoder, paths, folder, manifest, workers, shard_size)
+    return _run(encoder, paths, folder, manifest, workers, shard_size, folder_fps)
+
+
+def drop_removed(manifest: dict, paths: dict[str, Path]) -> list[str]:
+    """Drop from the manifest the videos whose indexed file no longer exists and that this run does not
+    index from elsewhere (an index may hold several folders: a video of another folder whose file is
+    there stays); returns their ids. Their rows stay in their shards, unread."""
+    gone = [vid for vid, entry in manifest["videos"].items() if vid not in paths and not Path(entry["file"]).exists()]
+    for vid in gone:
+        tqdm.write(f"prvr index: dropped {vid}: {manifest['videos'].pop(vid)['file']} no longer exists", file=sys.stderr)
+    return gone
 
 
 def _run(encoder: SearchEncoder, paths: dict[str, Path], folder: Path, manifest: dict, workers: int,
-         shard_size: int) -> dict:
-    counts = {"videos": len(paths), "indexed": 0, "unchanged": 0, "changed": 0}
+         shard_size: int, folder_fps: float | None) -> dict:
+    counts = {"videos": len(paths), "indexed": 0, "unchanged": 0, "changed": 0,
+              "removed": len(drop_removed(manifest, paths))}
     broken: dict[str, str] = {}
     pending: list[dict] = []
-    for vid, path, result in tqdm(_prepared(encoder, paths, manifest["videos"], workers, manifest["windows"]),
-                                  total=len(paths),
+    moved = False  # an unchanged video found under another path: its entry names the new one
+    for vid, path, result in tqdm(_prepared(encoder, paths, manifest["videos"], workers, manifest["windows"],
+                                            folder_fps), total=len(paths),
                                   unit="video", desc=f"index {folder.name}"):
         if isinstance(result, str):
             if result == "unchanged":
                 counts["unchanged"] += 1
+                entry = manifest["videos"][vid]
+                moved |= entry["file"] != str(path.resolve())
+                entry["file"] = str(path.resolve())
             else:
                 broken[str(path)] = result
                 tqdm.write(f"prvr index: skipped {path}: {result}", file=sys.stderr)  # a line of its own
             continue
         counts["changed" if vid in manifest["videos"] else "indexed"] += 1
-        pending.append(_encoded(encoder, vid, path, *result, manifest["windows"]))
+        pending.append(_encoded(encoder, vid, path, *result, manifest["windows"], folder_fps))
         if len(pending) >= shard_size or sum(len(item["tokens"]) for item in pending) >= SHARD_ROWS:
             _flush(folder, manifest, pending)
     _flush(folder, manifest, pending)
-    if not folder.joinpath(store.MANIFEST).exists():
-        store.commit(folder, manifest)  # an index of broken or no videos still says what it is
+    if counts["removed"] or moved or not folder.joinpath(store.MANIFEST).exists():
+        store.commit(folder, manifest)  # also: an index of broken or no videos still says what it is
     return {**counts, "broken": broken, "total_indexed": len(manifest["videos"])}
 
 
 def _prepared(encoder: SearchEncoder, paths: dict[str, Path], known: dict, workers: int,
-              windows: dict | None) -> Iterator[tuple]:
+              windows: dict | None, folder_fps: float | None) -> Iterator[tuple]:
     """(id, path, "unchanged" | a reason it is broken | (sha256, (T, D) features, duration, long)) in id
     order, prepared up to 2 * workers videos ahead; a long video's frames at the windows' rate."""
     def prepare(vid: str, path: Path):
         try:
-            sha = sha256_file(path)
-            if known.get(vid, {}).get("sha256") == sha:
+            sha = sha256_file(path)  # a frame folder: of its images' names and bytes
+            if known.get(vid, {}).get("sha256") == sha and known[vid].get("folder_fps") == folder_fps:
                 return "unchanged"
-            duration = encoder.duration(path)
+            duration = encoder.duration(path, folder_fps)
             long = is_long(duration, windows)
-            return sha, encoder.frame_features(path, windows["fps"] if long else None), duration, long
+            return sha, encoder.frame_features(path, windows["fps"] if long else None, folder_fps), duration, long
         except VideoDecodeError as err:
             return _reason(err, path)
         except OSError as err:
@@ -138,11 +157,12 @@ def _reason(err: Exception, path: Path) -> str:
 
 
 def _encoded(encoder: SearchEncoder, vid: str, path: Path, sha: str, feats: np.ndarray, duration: float,
-             long: bool, windows: dict | None) -> dict:
+             long: bool, windows: dict | None, folder_fps: float | None) -> dict:
     """One video's rows (one, or one per window of a long video): model outputs and token spans, and its
     manifest entry (a long video's lists its windows, [start, end] seconds, one row each)."""
     n_tokens, n = encoder.cfg.model.frame_tokens, len(feats)
-    entry = {"file": str(path.resolve()), "sha256": sha, "duration": duration, "n_frames": int(n)}
+    entry = {"file": str(path.resolve()), "sha256": sha, "duration": duration, "n_frames": int(n),
+             **({"folder_fps": folder_fps} if folder_fps is not None else {})}
     if not long:
         spans = [token_spans(n, duration, n_tokens)]  # (Nf, 2)
         return {"id": vid, "tokens": encoder.encode_frame_sets([feats]), "spans": spans, "windows": [None],

@@ -51,13 +51,15 @@ def _jpeg(frame: np.ndarray) -> str:
 
 
 def _strip(hit, thumbs: int, size: int) -> str:
+    folder_fps = getattr(hit, "folder_fps", None)  # a video indexed from a frame folder
     try:
         if getattr(hit, "window", None):  # a long video: the samples cover the hit's window only
             start, end = hit.window
             times = start + (np.arange(THUMB_SAMPLES) + 0.5) * (end - start) / THUMB_SAMPLES  # (T,) seconds
-            frames = decode_at_times(hit.file, times, size=size)  # (T, size, size, 3)
+            frames = decode_at_times(hit.file, times, size=size, folder_fps=folder_fps)  # (T, size, size, 3)
         else:
-            frames = decode_video(hit.file, num_frames=THUMB_SAMPLES, size=size)  # (T, size, size, 3)
+            frames = decode_video(hit.file, num_frames=THUMB_SAMPLES, size=size,
+                                  folder_fps=folder_fps)  # (T, size, size, 3)
             times = (np.arange(len(frames)) + 0.5) * hit.duration / len(frames)  # bin centres, seconds
     except (PrvrError, OSError, ValueError) as err:
         return f'<div class="why">frames unavailable: {html.escape(str(err))}</div>'

@@ -47,6 +47,7 @@ class Hit:
     duration: float
     file: str
     window: tuple[float, float] | None = None
+    folder_fps: float | None = None  # `file` is a frame folder shown at this rate
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,7 +120,7 @@ class Searcher:
             vid = self.index.ids[video]
             window = tuple(self.index.row_window[row].tolist()) if self.index.windowed(video) else None
             hits.append(Hit(rank, vid, float(scores[video]), start, end, float(self.index.durations[video]),
-                            self.index.file(vid), window))
+                            self.index.file(vid), window, self.index.folder_fps(vid)))
         return hits
 
 

@@ -124,6 +124,10 @@ class LoadedIndex:
     def file(self, vid: str) -> str:
         return self.manifest["videos"][vid]["file"]
 
+    def folder_fps(self, vid: str) -> float | None:
+        """The frame rate of a video indexed from a frame folder; None for a video file."""
+        return self.manifest["videos"][vid].get("folder_fps")
+
     def rows_of(self, video: int) -> np.ndarray:
         """The row numbers of video `video` (its windows in time order)."""
         return np.arange(self.first_row[video], self.first_row[video + 1])

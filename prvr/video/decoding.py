@@ -117,12 +117,17 @@ def decode_video(path: str | Path, fps: float | None = None, num_frames: int | N
     return _finish(module.decode(path, _picker(fps, num_frames, max_frames), size), path, size)
 
 
-def decode_at_times(path: str | Path, times, size: int | None = None, *, backend: str = "auto") -> np.ndarray:
+def decode_at_times(path: str | Path, times, size: int | None = None, *, backend: str = "auto",
+                    folder_fps: float | None = None) -> np.ndarray:
     """(len(times), H, W, 3) uint8 RGB: the frame on screen at each time (seconds from the first frame,
-    indices_at_times), resized and cropped as `decode_video` does; e.g. thumbnails of a part of a long video."""
+    indices_at_times), resized and cropped as `decode_video` does; e.g. thumbnails of a part of a long
+    video. folder_fps: `path` is a frame folder when it is a directory (as decode_video)."""
     path = Path(path)
     if size is not None and size <= 0:
         raise ValueError(f"size must be positive, got {size}")
+    if _is_frame_folder(path, folder_fps):
+        frames = frame_folder.decode(path, folder_fps, lambda info: indices_at_times(info.frame_starts, times), size)
+        return _finish(frames, path, size)
     module = _backend_module(resolve_backend(backend))
     return _finish(module.decode(path, lambda info: indices_at_times(info.frame_starts, times), size), path, size)
 
