@@ -46,7 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from prvr.config import FramesConfig
-from prvr.video.decoding import VideoDecodeError, decode_video
+from prvr.video.decoding import VideoDecodeError, decode_video, decode_video_chunks
 from prvr.store.feature_store import FeatureStore, FeatureStoreError, write_features
 from prvr.features.clip import ClipEncoder, encode_frames, encode_text_tokens
 from prvr.io import atomic_path
@@ -78,13 +78,18 @@ def shards(ids: list[str], shard_size: int) -> list[list[str]]:
 
 
 def video_frame_features(path: str | Path, encoder: ClipEncoder, frames_cfg: FramesConfig,
-                         folder_fps: float | None = None) -> np.ndarray:
+                         folder_fps: float | None = None, stream_batches: int | None = None) -> np.ndarray:
     """(T, D) float32 CLIP features of one video's sampled frames, at the model's image size.
-    folder_fps: `path` is a folder of images shown at this rate (TVR's frames), sampled by time alike."""
-    frames = decode_video(path, fps=frames_cfg.fps, num_frames=frames_cfg.num_frames,
-                          size=encoder.image_size, max_frames=frames_cfg.max_frames,
-                          backend=frames_cfg.backend, folder_fps=folder_fps)  # (T, S, S, 3)
-    return encode_frames(encoder, frames)
+    folder_fps: `path` is a folder of images shown at this rate (TVR's frames), sampled by time alike.
+    stream_batches: decode and encode stream_batches x encoder.batch_size frames at a time, so a long
+    video's decoded frames are never held whole; the CLIP batches are the same, so the features are
+    equal to the bit to the unstreamed ones."""
+    options = dict(fps=frames_cfg.fps, num_frames=frames_cfg.num_frames, size=encoder.image_size,
+                   max_frames=frames_cfg.max_frames, backend=frames_cfg.backend, folder_fps=folder_fps)
+    if stream_batches is None:
+        return encode_frames(encoder, decode_video(path, **options))  # (T, S, S, 3) -> (T, D)
+    pieces = decode_video_chunks(path, stream_batches * encoder.batch_size, **options)
+    return np.concatenate([encode_frames(encoder, frames) for frames in pieces])  # (T, D)
 
 
 def extract_video_features(video_paths: dict[str, Path], encoder: ClipEncoder, frames_cfg: FramesConfig,

@@ -38,6 +38,7 @@ from prvr.video.decoding import video_info
 
 MOMENT_KEY = "frame_tokens"  # the encode_videos output the moment is read from
 WINDOW_BATCH = 64  # windows of a long video encoded by the model at a time
+STREAM_BATCHES = 4  # CLIP batches of a long video decoded at a time (4 x 256 frames at 224 px: 154 MB)
 
 
 @dataclass
@@ -100,10 +101,13 @@ class SearchEncoder:
                        folder_fps: float | None = None) -> np.ndarray:
         """(T, D) CLIP features of a video's sampled frames: the pipeline's (its `frames` settings), or
         with `rate`, `rate` frames per second over the whole video without the max_frames cap (a long
-        video cut into windows: prvr.search.windows). folder_fps: as `duration`."""
-        frames_cfg = self.cfg.frames if rate is None else replace(self.cfg.frames, fps=rate, num_frames=None,
-                                                                    max_frames=None)
-        return video_frame_features(path, self.clip, frames_cfg, folder_fps=folder_fps)  # (T, D)
+        video cut into windows: prvr.search.windows), decoded and CLIP-encoded STREAM_BATCHES CLIP
+        batches at a time (equal to the bit to decoding it whole). folder_fps: as `duration`."""
+        if rate is None:
+            return video_frame_features(path, self.clip, self.cfg.frames, folder_fps=folder_fps)  # (T, D)
+        frames_cfg = replace(self.cfg.frames, fps=rate, num_frames=None, max_frames=None)
+        return video_frame_features(path, self.clip, frames_cfg, folder_fps=folder_fps,
+                                    stream_batches=STREAM_BATCHES)  # (T, D), decoded a piece at a time
 
     def encode_frames(self, feats: np.ndarray) -> dict[str, np.ndarray]:
         """(T, D) CLIP frame features -> {key: (N, H) float32} of the model's video encoder."""

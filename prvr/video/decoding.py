@@ -24,6 +24,7 @@ warnings go to fd 2; wrap decoding in `prvr.video.native_log.redirect_native_std
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,6 +37,7 @@ from prvr.video.frame_sampling import (indices_at_times, presentation_duration, 
 from prvr.errors import PrvrError
 
 __all__ = ["BACKENDS", "FramePlan", "VideoDecodeError", "decode_at_times", "decode_frames", "decode_video",
+           "decode_video_chunks",
            "duration_seconds", "indices_at_times", "plan_frames", "resolve_backend", "sample_indices",
            "sample_times", "video_info"]
 
@@ -115,6 +117,24 @@ def decode_video(path: str | Path, fps: float | None = None, num_frames: int | N
                              max_frames=max_frames)
     module = _backend_module(resolve_backend(backend))
     return _finish(module.decode(path, _picker(fps, num_frames, max_frames), size), path, size)
+
+
+def decode_video_chunks(path: str | Path, chunk: int, fps: float | None = None, num_frames: int | None = None,
+                        size: int | None = None, max_frames: int | None = None, *, backend: str = "auto",
+                        folder_fps: float | None = None) -> Iterator[np.ndarray]:
+    """decode_video's frames, the same arrays, as consecutive (<= chunk, H, W, 3) pieces decoded one at
+    a time (one pass over the file), so a long video is never held whole: e.g. CLIP-encode each piece
+    and drop it."""
+    path = Path(path)
+    if chunk < 1 or (size is not None and size <= 0):
+        raise ValueError(f"chunk and size must be positive, got {chunk}, {size}")
+    pick = _picker(fps, num_frames, max_frames)
+    if _is_frame_folder(path, folder_fps):
+        pieces = frame_folder.decode_chunks(path, folder_fps, pick, size, chunk)
+    else:
+        pieces = _backend_module(resolve_backend(backend)).decode_chunks(path, pick, size, chunk)
+    for frames in pieces:
+        yield _finish(frames, path, size)
 
 
 def decode_at_times(path: str | Path, times, size: int | None = None, *, backend: str = "auto",

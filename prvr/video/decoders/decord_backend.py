@@ -7,7 +7,7 @@ to the stream's start, correct for variable-frame-rate mp4, mov and mkv; its end
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import decord
@@ -54,16 +54,27 @@ def probe(path: Path) -> VideoProbe:
 
 def decode(path: Path, pick: Callable[[VideoProbe], np.ndarray], size: int | None) -> np.ndarray:
     """(T, h, w, 3) uint8 RGB of the frames `pick(probe)` chooses, short side resized to `size`."""
+    return next(decode_chunks(path, pick, size, chunk=None))
+
+
+def decode_chunks(path: Path, pick: Callable[[VideoProbe], np.ndarray], size: int | None,
+                  chunk: int | None) -> Iterator[np.ndarray]:
+    """decode's frames as consecutive (<= chunk, h, w, 3) arrays read by one reader (chunk None: all in
+    one), so only a chunk is held at a time."""
     info = probe(path)
     indices = np.asarray(pick(info), dtype=np.int64)
     height, width = resized_dims(info.height, info.width, size) if size is not None else (-1, -1)
     reader = _open(path, width=width, height=height)
+    step = chunk or max(1, len(indices))
     try:
-        frames = reader.get_batch(indices.tolist()).asnumpy()  # (T, h, w, 3)
-    except Exception as err:  # corrupt streams fail here, inside decord's threaded decoder
-        raise VideoDecodeError(f"{path}: corrupt or unreadable video ({one_line(err)})") from None
+        for start in range(0, max(1, len(indices)), step):
+            part = indices[start:start + step]
+            try:
+                frames = reader.get_batch(part.tolist()).asnumpy()  # (t, h, w, 3)
+            except Exception as err:  # corrupt streams fail here, inside decord's threaded decoder
+                raise VideoDecodeError(f"{path}: corrupt or unreadable video ({one_line(err)})") from None
+            if frames.ndim != 4 or frames.shape[0] != len(part):
+                raise VideoDecodeError(f"{path}: decoder returned frames of shape {frames.shape}")
+            yield frames
     finally:
         del reader  # its decoder threads may still log: end them while stderr is redirected
-    if frames.ndim != 4 or frames.shape[0] != len(indices):
-        raise VideoDecodeError(f"{path}: decoder returned frames of shape {frames.shape}")
-    return frames

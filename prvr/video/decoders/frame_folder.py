@@ -8,7 +8,7 @@ own preprocessing (the video backends use swscale bilinear while decoding; the t
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +77,20 @@ def decode(folder: Path, folder_fps: float, pick: Callable[[VideoProbe], np.ndar
            size: int | None) -> np.ndarray:
     """(T, h, w, 3) uint8 RGB of the images `pick(probe)` chooses, short side resized to `size`."""
     info, images = probe(folder, folder_fps)
+    return _read_picked(images, np.asarray(pick(info), dtype=np.int64), size)
+
+
+def decode_chunks(folder: Path, folder_fps: float, pick: Callable[[VideoProbe], np.ndarray],
+                  size: int | None, chunk: int) -> Iterator[np.ndarray]:
+    """decode's frames as consecutive (<= chunk, h, w, 3) arrays, a chunk's images read at a time."""
+    info, images = probe(folder, folder_fps)
     indices = np.asarray(pick(info), dtype=np.int64)
+    for start in range(0, len(indices), chunk):
+        yield _read_picked(images, indices[start:start + chunk], size)
+
+
+def _read_picked(images: list[Path], indices: np.ndarray, size: int | None) -> np.ndarray:
+    """(len(indices), h, w, 3) of the images at `indices`; images of different sizes are an error."""
     cache: dict[int, np.ndarray] = {}  # num_frames > N picks an image more than once
     for index in indices.tolist():
         if index not in cache:

@@ -13,7 +13,7 @@ as decord's are (resizing the short side commutes with the quarter turn).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
@@ -153,13 +153,13 @@ def _frame_key(frame, ordinal: int, pts: list[int] | None):
     return pts[ordinal] if ordinal < len(pts) else None
 
 
-def _decode_picked(path: Path, pts: list[int] | None, indices: np.ndarray, height: int,
-                   width: int) -> list[np.ndarray | None]:
-    """Decode in presentation order, converting only the picked frames (matched by pts)."""
+def _picked_frames(path: Path, pts: list[int] | None, indices: np.ndarray, height: int,
+                   width: int) -> Iterator[tuple[list[int], np.ndarray]]:
+    """(output positions, RGB frame) of each picked frame as decoding reaches it (presentation order),
+    converting only the picked frames (matched by pts)."""
     slots: dict = {}  # key -> output positions (a frame is picked twice when num_frames > N)
     for slot, index in enumerate(indices.tolist()):
         slots.setdefault(pts[index] if pts is not None else index, []).append(slot)
-    out: list[np.ndarray | None] = [None] * len(indices)
     with _open(path) as container:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
@@ -167,25 +167,53 @@ def _decode_picked(path: Path, pts: list[int] | None, indices: np.ndarray, heigh
             for ordinal, frame in enumerate(container.decode(stream)):
                 picked = slots.pop(_frame_key(frame, ordinal, pts), None)
                 if picked:
-                    rgb = _to_rgb(frame, height, width)
-                    for slot in picked:
-                        out[slot] = rgb
+                    yield picked, _to_rgb(frame, height, width)
                 if not slots:  # the rest of the file is not needed
                     break
         except (av.FFmpegError, OSError) as err:
             raise VideoDecodeError(f"{path}: corrupt or unreadable video ({_reason(err)})") from None
-    return out
 
 
-def decode(path: Path, pick: Callable[[VideoProbe], np.ndarray], size: int | None) -> np.ndarray:
-    """(T, h, w, 3) uint8 RGB of the frames `pick(probe)` chooses, short side resized to `size`."""
+def _plan(path: Path, pick: Callable[[VideoProbe], np.ndarray], size: int | None):
     with _open(path) as container:
         info, pts = _probe_open(container, path)  # coded size: each frame is turned after its resize
     indices = np.asarray(pick(info), dtype=np.int64)
     height, width = resized_dims(info.height, info.width, size) if size is not None else (-1, -1)
-    frames = _decode_picked(path, pts, indices, height, width)
+    return info, pts, indices, height, width
+
+
+def _missing(path: Path, info: VideoProbe, index: int) -> VideoDecodeError:
+    return VideoDecodeError(f"{path}: corrupt or unreadable video (no frame decoded at "
+                            f"{info.frame_starts[index]:.3f} s)")
+
+
+def decode(path: Path, pick: Callable[[VideoProbe], np.ndarray], size: int | None) -> np.ndarray:
+    """(T, h, w, 3) uint8 RGB of the frames `pick(probe)` chooses, short side resized to `size`."""
+    info, pts, indices, height, width = _plan(path, pick, size)
+    frames: list[np.ndarray | None] = [None] * len(indices)
+    for picked, rgb in _picked_frames(path, pts, indices, height, width):
+        for slot in picked:
+            frames[slot] = rgb
     missing = [index for index, frame in zip(indices.tolist(), frames) if frame is None]
     if missing:
-        raise VideoDecodeError(f"{path}: corrupt or unreadable video (no frame decoded at "
-                               f"{info.frame_starts[missing[0]]:.3f} s)")
+        raise _missing(path, info, missing[0])
     return np.stack(frames)
+
+
+def decode_chunks(path: Path, pick: Callable[[VideoProbe], np.ndarray], size: int | None,
+                  chunk: int) -> Iterator[np.ndarray]:
+    """decode's frames as consecutive (<= chunk, h, w, 3) arrays, in one pass over the file: a chunk is
+    handed out as soon as its frames are decoded, so only a chunk (and frames ahead of it) is held."""
+    info, pts, indices, height, width = _plan(path, pick, size)
+    ready: dict[int, np.ndarray] = {}
+    done = 0  # output positions handed out
+    for picked, rgb in _picked_frames(path, pts, indices, height, width):
+        ready.update((slot, rgb) for slot in picked)
+        while done < len(indices):
+            stop = min(done + chunk, len(indices))
+            if len(ready) < stop - done or any(s not in ready for s in range(done, stop)):
+                break  # (ready holds positions >= done only: the count rules most frames out cheaply)
+            yield np.stack([ready.pop(s) for s in range(done, stop)])
+            done = stop
+    if done < len(indices):
+        raise _missing(path, info, int(indices[min(s for s in range(done, len(indices)) if s not in ready)]))
