@@ -86,8 +86,9 @@ def fetch_archive(cfg: Config, done: Path) -> dict:
 
 
 def fetch_youtube_videos(cfg: Config, annotation_files: list[Path], missing_tsv: Path, done: Path) -> dict:
-    """Every video id of every split fetched from YouTube into data.video_dir; the ones that cannot be
-    fetched are listed with their reason in missing_tsv (the DAG goes on without them)."""
+    """Every video id of the given annotation files (the workflow: one split's) fetched from YouTube into
+    data.video_dir; the ones that cannot be fetched are listed with their reason in missing_tsv (the
+    DAG goes on without them)."""
     from prvr.sources.annotations import read_tvr_jsonl
     from prvr.sources.youtube import fetch_youtube
     from prvr.io import write_json
@@ -98,8 +99,9 @@ def fetch_youtube_videos(cfg: Config, annotation_files: list[Path], missing_tsv:
 
 
 def import_released_features(cfg: Config, caption_files: dict[str, Path], video_out: Path, text_out: Path) -> dict:
-    """The authors' released HDF5 features, validated against every split's captions (ids present,
-    dimensions, finite values: the first bad id named) and written in this pipeline's layout."""
+    """The authors' released HDF5 features, validated against the given caption files (the workflow: one
+    split's; ids present, dimensions, finite values: the first bad id named) and written in this
+    pipeline's layout."""
     from prvr.sources.released import import_released
     d = cfg.data
     return import_released(d.released_video_h5, d.released_text_h5, caption_files, video_out, text_out,
