@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import time
 from collections import Counter, defaultdict
@@ -35,10 +33,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from prvr.demo.long_videos import clip_frames_from, clips_needed, generate_clips, plan_long_videos, write_long_video
 from prvr.io import atomic_path, write_json
+from prvr.provenance import machine as provenance_machine
 from prvr.search import Searcher, index_videos
 from prvr.search.measure import measure
 from prvr.training.model_file import model_from_saved, read_model_file
@@ -49,14 +47,9 @@ MEASURES = (("R@1", "R@1 (%)"), ("R@10", "R@10 (%)"), ("hit@0.5", "moment hit@0.
 
 
 def machine() -> str:
-    """CPU model (lscpu's), cores and torch threads."""
-    name = platform.processor() or platform.machine()
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads"
+    """CPU model, cores and torch threads (prvr.provenance.machine)."""
+    m = provenance_machine()
+    return f"{m['cpu']}, {m['cpu_cores']} cores, torch {m['torch']} with {m['torch_threads']} threads"
 
 
 def build_length(corpus, clips, clip_rows, seconds, minutes: float, count: int, work: Path) -> tuple[Path, list[dict]]:

@@ -101,10 +101,8 @@ def _cmd_train(a):
     from prvr.training.trainer import TrainData
     cfg = ablation_config(load_config(a.config), Path(a.ablation))
     d = Path(a.data)
-    stores = {"video_feats": video_store(d, "train"), "text_feats": text_store(d, "train")}
-    val = {f"val_{k}": store(d, "val") for k, store in (("video_feats", video_store), ("text_feats", text_store))}
-    data = TrainData(d / "captions/train.caption.txt", d / "captions/val.caption.txt", **stores,
-                     **{k: v for k, v in val.items() if v != stores[k[4:]]})  # the val split's own stores
+    data = TrainData(d / "captions/train.caption.txt", d / "captions/val.caption.txt", video_store(d, "train"),
+                     text_store(d, "train"), val_video_feats=video_store(d, "val"), val_text_feats=text_store(d, "val"))
     inputs = {"ablation": a.ablation, **{k: v for k, v in vars(data).items()}}
     print(train_run(cfg, a.seed, data, Path(a.out), inputs))
 

@@ -58,25 +58,30 @@ def held_out_videos(vids, fraction: float) -> set[str]:
     return set(distinct[:max(1, round(fraction * len(distinct)))])
 
 
-def benchmark_split(data, selection: str, name: str) -> list[Query]:
-    """One split's queries, read from the files that split comes from and no other: test from
-    data.test; val from data.val, or held out of data.train (none under reported_split); train from
-    data.train less the held-out videos. The workflow converts each split in its own job, so an edit
-    of the test file reconverts test alone (the video list checks the splits disjoint)."""
+def split_sources(data, selection: str, name: str) -> list[str]:
+    """The config data.<source> entries split `name` is made from: test from test; val from val, or
+    held out of train, or none under reported_split (the authors' protocol: selection on test, train
+    keeps every video); train from train. The workflow makes these a split's only inputs."""
     if name not in SPLITS:
-        raise ValueError(f"benchmark_split: unknown split {name!r} (expected one of {', '.join(SPLITS)})")
+        raise ValueError(f"unknown split {name!r} (expected one of {', '.join(SPLITS)})")
+    if name == "test" or (name == "val" and data.val.path):
+        return [name]
+    return [] if name == "val" and selection == "reported_split" else ["train"]
+
+
+def benchmark_split(data, selection: str, name: str) -> list[Query]:
+    """One split's queries, read from its split_sources and no other: train less the held-out videos
+    when val is held out of it. The workflow converts each split in its own job, so an edit of the
+    test file reconverts test alone (the video list checks the splits disjoint)."""
+    sources = split_sources(data, selection, name)
+    if not sources:
+        return []
     durations = read_durations(data.durations) if data.durations else None
-    if name == "test":
-        return read_split_file(data.test, data.bad_spans, durations)
-    if name == "val" and data.val.path:
-        return read_split_file(data.val, data.bad_spans, durations)
-    if name == "val" and selection == "reported_split":
-        return []  # the authors' protocol: selection on test, train keeps every video
-    train = read_split_file(data.train, data.bad_spans, durations)
-    if data.val.path or selection == "reported_split":
-        return train
-    chosen = held_out_videos([q.vid for q in train], data.val_fraction)
-    return [q for q in train if (q.vid in chosen) == (name == "val")]
+    rows = read_split_file(getattr(data, sources[0]), data.bad_spans, durations)
+    if sources != ["train"] or data.val.path or selection == "reported_split":
+        return rows
+    chosen = held_out_videos([q.vid for q in rows], data.val_fraction)
+    return [q for q in rows if (q.vid in chosen) == (name == "val")]
 
 
 def benchmark_splits(data, selection: str) -> dict[str, list[Query]]:

@@ -38,7 +38,7 @@ from prvr.config_checks import training_problems
 from prvr.store.splits import check_disjoint_splits
 from prvr.data.dataset import PRVRDataset, collate_videos
 from prvr.data.teacher import TeacherFeatures
-from prvr.store.feature_cache import open_cache
+from prvr.store.feature_cache import FeatureCache, open_cache
 from prvr.errors import AnnotationError, ConfigError
 from prvr.evaluation.evaluate import evaluate_split, score_branches
 from prvr.io import write_text
@@ -62,9 +62,9 @@ class TrainData:
     is then read from it (not copied into RAM) and it is checked against the other inputs first
     (StaleCacheError otherwise). It counts as an input of the run (run_identity hashes it).
     val_video_feats / val_text_feats / val_feature_cache: the selection split's own stores and cache
-    (the workflow keeps each split's features apart); each defaults to the train split's. An optional
-    path left None is not an attribute, so vars(data), and the resume identity of runs without it, are
-    what they were.
+    (the workflow keeps each split's features apart); each defaults to the train split's, and one
+    given equal to it is that default. An optional path left None is not an attribute, so vars(data),
+    and the resume identity of runs without it, are what they were.
     """
     train_captions: Path
     val_captions: Path
@@ -78,6 +78,9 @@ class TrainData:
     val_feature_cache: Path | None = None
 
     def __post_init__(self):
+        for name in ("video_feats", "text_feats", "feature_cache"):
+            if getattr(self, f"val_{name}") == getattr(self, name):
+                setattr(self, f"val_{name}", None)  # the train split's: the default
         for optional in ("feature_cache", "teacher_video", "teacher_text", "val_video_feats", "val_text_feats",
                          "val_feature_cache"):
             if getattr(self, optional) is None:
@@ -227,11 +230,8 @@ def _splits(cfg: Config, data: TrainData) -> tuple[PRVRDataset, PRVRDataset]:
     else:
         ft, q = cfg.model.frame_tokens, cfg.model.max_query_len
         cache = open_cache(data.feature_cache, [data.train_captions], data.video_feats, data.text_feats, ft, q)
-        if val_cache != data.feature_cache:
-            cache_of_val = open_cache(val_cache, [data.val_captions], val_video, val_text, ft, q)
-        else:
-            cache_of_val = cache
-            cache.check_inputs([data.val_captions], val_video, val_text, ft, q)
+        cache_of_val = cache if val_cache == data.feature_cache else FeatureCache(val_cache)
+        cache_of_val.check_inputs([data.val_captions], val_video, val_text, ft, q)
         train_set, val_set = PRVRDataset.from_cache(cache, data.train_captions), PRVRDataset.from_cache(cache_of_val, data.val_captions)
     if data.teacher_video is not None and data.teacher_text is not None:
         train_set.teacher = TeacherFeatures(data.teacher_video, data.teacher_text, cfg.model.frame_tokens)

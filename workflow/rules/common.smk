@@ -10,6 +10,8 @@ from prvr.config import to_dict, training_settings  # noqa: E402
 from prvr.config_data import RELEASED_SOURCES  # noqa: E402
 from prvr.config_sources import REFERENCE, Layer, check_ablations, check_workflow_config  # noqa: E402
 from prvr.errors import PrvrError  # noqa: E402
+from prvr.sources.benchmarks import split_sources  # noqa: E402
+from prvr.store import layout  # noqa: E402
 
 
 def checkout_path(*parts):
@@ -76,16 +78,8 @@ def gpus_for(device):
 
 
 def benchmark_sources(split):
-    """The config data.<split> entries a split is converted from (prvr.sources.benchmarks.benchmark_split):
-    test from test; val from val, or held out of train; train from train."""
-    d = CFG.data
-    if split == "test":
-        return ["test"]
-    if split == "val" and d.val.path:
-        return ["val"]
-    if split == "val" and CFG.eval.selection == "reported_split":
-        return []
-    return ["train"]
+    """The config data.<source> entries a split is converted from (prvr.sources.benchmarks)."""
+    return split_sources(CFG.data, CFG.eval.selection, split)
 
 
 def benchmark_annotation_files(wildcards):
@@ -146,12 +140,12 @@ def video_shards(wildcards):
 def text_store(split):
     """A split's caption features (each split its own store, so an edit of one split's captions
     reruns nothing that reads only the others)."""
-    return f"{DATA}/features/text/{split}.h5"
+    return str(layout.split_text_store(Path(DATA), split))
 
 
 def video_store(split):
     """A split's video features (decoded, or imported from a release), a store per split."""
-    return f"{DATA}/features/video/{split}.h5"
+    return str(layout.split_video_store(Path(DATA), split))
 
 
 def selection_split(ablation):

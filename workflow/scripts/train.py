@@ -13,11 +13,10 @@ from prvr.training.trainer import TrainData  # noqa: E402
 def main(smk, cfg):
     cfg = ablation_config(cfg, Path(smk.input.ablation))
     inp = smk.input
-    fields = {"cache": "feature_cache", "val_cache": "val_feature_cache", "val_text_feats": "val_text_feats",
-              "teacher_video": "teacher_video", "teacher_text": "teacher_text"}  # DL-DKD's own teacher stores
-    optional = {field: Path(inp[name]) for name, field in fields.items() if name in inp.keys()}
-    if inp.val_video_feats != inp.video_feats:  # released features: a store per split
-        optional["val_video_feats"] = Path(inp.val_video_feats)
+    fields = {"cache": "feature_cache", "val_cache": "val_feature_cache"}  # input name -> TrainData field
+    optional = {fields.get(name, name): Path(inp[name]) for name in ("cache", "val_cache", "val_video_feats",
+                                                                     "val_text_feats", "teacher_video", "teacher_text")
+                if name in inp.keys()}  # teacher_*: DL-DKD's own teacher stores
     data = TrainData(Path(inp.train_captions), Path(inp.val_captions), Path(inp.video_feats), Path(inp.text_feats),
                      **optional)
     inputs = {k: inp[k] for k in ("ablation", "train_captions", "val_captions", "video_feats", "text_feats",
