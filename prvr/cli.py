@@ -20,7 +20,7 @@
     prvr index my_videos/ --model run/model.pt --out my_index [--clip-weights tiny_clip.pt]   (search own videos)
         [--long-after 128 --window 16 --stride 8]   (long videos as overlapping windows; --long-after off)
         [--frame-folders 3]   (a folder of frame-image folders, shown at 3 fps: TVR's frames)
-    prvr search my_index "a red circle spins" [-k 10] [--json] [--html hits.html]
+    prvr search my_index "a red circle spins" [-k 10] [--json] [--html hits.html] [--approx]
 
 Errors from bad input print one line (`prvr: error: ...`) and exit with status 1.
 """
@@ -174,7 +174,9 @@ def _cmd_index(a):
 def _cmd_search(a):
     import json
     from prvr.search import search
-    hits = search(a.index, a.query, k=a.k)
+    from prvr.search.approx import ApproxOptions
+    approx = ApproxOptions(a.approx_factory, a.approx_tokens, a.nprobe) if a.approx else None
+    hits = search(a.index, a.query, k=a.k, approx=approx)
     if a.html:
         from prvr.search import write_results_page
         print(f"wrote {write_results_page(hits, a.query, a.html)}")
@@ -241,7 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "help": "a new window every SECONDS (default: window / 2)"}))
     add("search", _cmd_search, (("index",), {}), (("query",), {}), (("-k",), {"type": int, "default": 10}),
         (("--json",), {"action": "store_true", "help": "print the hits as JSON"}),
-        (("--html",), {"default": None, "metavar": "OUT.html", "help": "also write a page with thumbnails and moments"}))
+        (("--html",), {"default": None, "metavar": "OUT.html", "help": "also write a page with thumbnails and moments"}),
+        (("--approx",), {"action": "store_true", "help": "rank exactly among an approximate stage's candidates "
+                                                         "(faiss; built once into INDEX/approx/)"}),
+        (("--approx-factory",), {"default": None, "help": "faiss index factory (default: by the index's size)"}),
+        (("--approx-tokens",), {"type": int, "default": 256, "help": "nearest tokens fetched per score branch"}),
+        (("--nprobe",), {"type": int, "default": 32, "help": "IVF lists visited per query"}))
     add("clean-stale", _cmd_clean_stale, (("--results",), {"default": "results"}),
         (("--dry-run",), {"action": "store_true", "help": "list them, remove nothing"}))
     return parser

@@ -230,3 +230,16 @@ def test_iou_agreement_and_baseline_on_hand_computed_cases():
     out = agreement(pred, truth)
     assert out["mean_iou"] == pytest.approx((1 + 1 / 3 + 0 + 0.25) / 4) and out["hit@0.5"] == 0.25
     np.testing.assert_allclose(centred_windows(np.array([10.0, 2.0]), 4.0), [[3, 7], [0, 2]])
+
+
+def test_cli_approx_search_ranks_as_exact_on_a_small_index(setup, tmp_path, capsys):
+    pytest.importorskip("faiss")
+    root, _, captions = setup
+    shutil.copytree(root / "index32", tmp_path / "index")
+    text = next(iter(captions.values()))
+    assert main(["search", str(tmp_path / "index"), text, "-k", "3", "--json", "--approx"]) == 0
+    approx_hits = json.loads(capsys.readouterr().out)
+    assert approx_hits == [h.to_dict() for h in search(tmp_path / "index", text, k=3)]  # a flat stage, every token
+    assert json.loads((tmp_path / "index/approx/approx.json").read_text())["factory"] == "Flat"
+    assert main(["search", str(tmp_path / "index"), text, "--approx", "--nprobe", "0"]) == 1
+    assert "must be >= 1" in capsys.readouterr().err

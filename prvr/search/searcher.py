@@ -16,6 +16,9 @@ on the cosines of the query (the output the frame branch reads) with each frame 
 indexed as windows (prvr.search.windows) scores the max over its windows; its moment is found in
 that window and reported in the long video's seconds.
 
+`approx=ApproxOptions()` ranks exactly among the candidates of an approximate first stage (faiss,
+prvr.search.approx) instead of among every video: faster on large indexes, with a measured recall.
+
 The model and CLIP weights are those index.json names; both are checked against its sha256.
 """
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from prvr.errors import PrvrError
+from prvr.search.approx import ApproxOptions, approx_stage, approx_top_k_rows
 from prvr.search.encoding import MOMENT_KEY, SearchEncoder
 from prvr.search.fast_scores import exact_top_k_rows, index_scores
 from prvr.search.moments import RATIO, best_moment
@@ -56,7 +60,8 @@ class Hit:
 class Searcher:
     """An index in memory with the model and CLIP it was built with."""
 
-    def __init__(self, index: str | Path, clip_weights: str | Path | None = None, ratio: float = RATIO):
+    def __init__(self, index: str | Path, clip_weights: str | Path | None = None, ratio: float = RATIO,
+                 approx: ApproxOptions | None = None):
         self.index: LoadedIndex = load_index(index)
         manifest = self.index.manifest
         model_path = Path(manifest["model"]["path"])
@@ -67,6 +72,8 @@ class Searcher:
                                                          "dtype": manifest["dtype"],
                                                          "windows": manifest.get("windows")})
         self.ratio = ratio
+        self.approx = approx  # None: exact search
+        self.stage = approx_stage(self.index, self.encoder.branches, approx.factory) if approx else None
 
     def encode(self, queries: list[str]) -> dict[str, torch.Tensor]:
         """The model's query outputs {key: (Q, H)} for `queries` (what scores and similarities read)."""
@@ -109,9 +116,13 @@ class Searcher:
             raise PrvrError("search: the query is empty")
         encoded = self.encode([query])
         weights = (self.encoder.cfg.eval.w_clip, self.encoder.cfg.eval.w_frame)
-        order, scores, row_scores = exact_top_k_rows(encoded, self.index.tokens, self.index.inv_norms,
-                                                     self.encoder.branches, weights, k, self.index.ids, ranking,
-                                                     self.index.row_video)  # exact scores of the candidates
+        if self.stage is None:
+            order, scores, row_scores = exact_top_k_rows(encoded, self.index.tokens, self.index.inv_norms,
+                                                         self.encoder.branches, weights, k, self.index.ids, ranking,
+                                                         self.index.row_video)  # exact scores of the candidates
+        else:  # the exact top k among the approximate stage's candidates
+            order, scores, row_scores = approx_top_k_rows(encoded, self.index, self.encoder.branches, weights, k,
+                                                          ranking, self.stage, self.approx.tokens, self.approx.nprobe)
         best_rows = self.video_scores(row_scores)[1][order].tolist()  # (k,) each hit's best row
         sims = self.frame_similarities(encoded, best_rows)[0]  # (k, Nf): the hits' rows only
         hits = []
@@ -131,6 +142,8 @@ def ranking(scores: np.ndarray, ids: list[str]) -> list[int]:
     return by_id[order].tolist()
 
 
-def search(index: str | Path, query: str, k: int = 10, clip_weights: str | Path | None = None) -> list[Hit]:
-    """The k best videos of the index at `index` for `query` (loads the index, model and CLIP)."""
-    return Searcher(index, clip_weights).search(query, k)
+def search(index: str | Path, query: str, k: int = 10, clip_weights: str | Path | None = None,
+           approx: ApproxOptions | None = None) -> list[Hit]:
+    """The k best videos of the index at `index` for `query` (loads the index, model and CLIP);
+    `approx`: through the approximate stage (prvr.search.approx), None: exact."""
+    return Searcher(index, clip_weights, approx=approx).search(query, k)
