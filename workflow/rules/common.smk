@@ -72,6 +72,14 @@ def run_settings(wildcards):
     return training_settings(row_config(wildcards.ablation))
 
 
+def torch_threads(num_threads):
+    """Threads of a job whose torch work follows train.num_threads: that many, or for 0 (torch's
+    default: every core) the cores Snakemake was given (--cores; 1 under a cluster executor, whose
+    profile keeps jobs single-threaded). Snakemake sets OMP_NUM_THREADS to a job's threads, and
+    torch's default follows it: without this a job with 0 ran on one thread."""
+    return num_threads if num_threads > 0 else workflow.cores
+
+
 def gpus_for(device):
     """Resource `gpu` of a rule whose work runs on `device` (SLURM gives it a GPU node)."""
     return 1 if device.startswith("cuda") else 0
