@@ -107,13 +107,13 @@ def approx_rows(n, tokens, inv, ids, queries, exact_tops, a) -> None:
     built = time.perf_counter() - start
     extra = sum(faiss.serialize_index(i).nbytes for i in stage.indexes.values()) / n
     index = SimpleNamespace(tokens=tokens, inv_norms=inv, ids=ids, row_video=torch.arange(n))
+    per_video = bytes_per_video(tokens) + extra
     print(f"<!-- {stage.factory}: built in {built:.0f} s, {extra:.0f} bytes per video -->", flush=True)
     for nprobe in a.nprobe:
         for fetched in a.approx_tokens:
             top = lambda q: approx_top_k_rows(q, index, MSC_BRANCHES, WEIGHTS, 10, ranking, stage, fetched, nprobe)[0]  # noqa: E731
             times, tops = time_queries(top, queries, tokens)
             recall = np.mean([len(set(t) & set(e)) / len(e) for t, e in zip(tops, exact_tops)])
-            per_video = bytes_per_video(tokens) + extra
             print(row(f"approx top 10 ({stage.factory}, {fetched} tokens, nprobe {nprobe}); recall@10 "
                       f"{recall:.3f}", n, times, per_video), flush=True)
 

@@ -22,7 +22,6 @@ index changed.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from tqdm import tqdm
 
 from prvr.errors import PrvrError
 from prvr.io import atomic_path, write_json
+from prvr.provenance import sha256_file
 from prvr.search.fast_scores import BLOCK_VIDEOS, exact_top_k_rows
 
 TOKENS = 256  # nearest tokens fetched per branch and query
@@ -137,15 +137,16 @@ def check_plain(branches):
     return faiss
 
 
-def index_fingerprint(folder: Path) -> str:
-    return hashlib.sha256((folder / "index.json").read_bytes()).hexdigest()
+def video_keys(branches) -> list[str]:
+    """The video outputs the score branches read, sorted: one faiss index each."""
+    return sorted({b.video_key for b in branches})
 
 
 def build_stage(tokens: dict[str, torch.Tensor], inv_norms: dict[str, torch.Tensor], branches,
                 factory: str | None = None) -> ApproxStage:
     """A stage over index rows tokens {key: (R, N, H)} for the video keys of `branches` (None: factory_for)."""
     check_plain(branches)
-    keys = sorted({b.video_key for b in branches})
+    keys = video_keys(branches)
     sizes = {key: tokens[key].shape[1] for key in keys}
     rows, dim = tokens[keys[0]].shape[0], tokens[keys[0]].shape[-1]
     factory = factory or factory_for(rows * max(sizes.values()), dim)
@@ -156,8 +157,8 @@ def approx_stage(index, branches, factory: str | None = None) -> ApproxStage:
     """The stage of a LoadedIndex: read from INDEX/approx/ when built from this index.json with this
     factory (None: the one saved), else built and saved there (atomically)."""
     faiss = check_plain(branches)
-    keys = sorted({b.video_key for b in branches})
-    folder, fingerprint = index.folder / FOLDER, index_fingerprint(index.folder)
+    keys = video_keys(branches)
+    folder, fingerprint = index.folder / FOLDER, sha256_file(index.folder / "index.json")
     saved = _read_saved(folder, fingerprint, factory, keys)
     if saved is not None:
         return ApproxStage({k: faiss.read_index(str(folder / f"{k}.faiss")) for k in keys}, saved,
@@ -210,7 +211,7 @@ def approx_top_k_rows(query: dict[str, torch.Tensor], index, branches, weights: 
     videos = candidate_videos(query, stage, branches, index.row_video, n_tokens, nprobe, k)  # (C,)
     rows = torch.nonzero(torch.isin(index.row_video, videos)).squeeze(1)  # (C',) their rows, row order
     local = torch.searchsorted(videos, index.row_video[rows])  # (C',) each row's candidate number
-    keys = {b.video_key for b in branches}
+    keys = video_keys(branches)
     sub_tokens = {key: index.tokens[key][rows] for key in keys}
     sub_inv = {key: index.inv_norms[key][rows] for key in keys}
     ids = [index.ids[v] for v in videos.tolist()]

@@ -72,11 +72,13 @@ def run_settings(wildcards):
     return training_settings(row_config(wildcards.ablation))
 
 
-def torch_threads(num_threads):
-    """Threads of a job whose torch work follows train.num_threads: that many, or for 0 (torch's
-    default: every core) the cores Snakemake was given (--cores; 1 under a cluster executor, whose
-    profile keeps jobs single-threaded). Snakemake sets OMP_NUM_THREADS to a job's threads, and
-    torch's default follows it: without this a job with 0 ran on one thread."""
+def torch_threads(wildcards):
+    """Threads of a configuration's train or evaluate job, whose torch work follows its
+    train.num_threads: that many, or for 0 (torch's default: every core) the cores Snakemake was
+    given (--cores; 1 under a cluster executor, whose profile keeps jobs single-threaded). Snakemake
+    sets OMP_NUM_THREADS to a job's threads, and torch's default follows it: without this a job with
+    0 ran on one thread."""
+    num_threads = row_config(wildcards.ablation).train.num_threads
     return num_threads if num_threads > 0 else workflow.cores
 
 

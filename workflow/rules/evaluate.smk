@@ -24,7 +24,7 @@ rule evaluate:
         "benchmarks/evaluate/{ablation}.tsv"
     wildcard_constraints:
         ablation=r"[^/]+",
-    threads: lambda wildcards: torch_threads(row_config(wildcards.ablation).train.num_threads)
+    threads: torch_threads
     resources:
         gpu=gpus_for(config["eval"]["device"]),
     conda:

@@ -18,7 +18,7 @@ rule train:
         "benchmarks/train/{ablation}/seed{seed}.tsv"
     wildcard_constraints:
         seed=r"\d+",
-    threads: lambda wildcards: torch_threads(row_config(wildcards.ablation).train.num_threads)
+    threads: torch_threads
     resources:
         gpu=lambda wildcards: gpus_for(row_config(wildcards.ablation).train.device),
     conda:
