@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.bench_search [--videos 10000 100000] [--queries 20] [--threads 2] [--old]
                                            [--tokens random|clustered] [--approx [--nprobe 8 32] [--approx-tokens 256]]
+                                           [--scan float16 int8]
 
 An index of N videos is made in memory as prvr.search.store.load_index holds one: random N(0, 1)
 tokens of the paper's model at the TVR shape (128 frame tokens and 32 clip tokens of 384 per video,
@@ -11,6 +12,8 @@ time, what a search does after encoding the query:
   search top 10     prvr.search.fast_scores.exact_top_k (float16 products within a stated bound, then
                     the candidates scored exactly in float64; the same top 10 as scoring every video)
                     and the moment similarities of the top 10;
+  int8 first pass   the same through an int8 copy of the tokens (prvr.search.int8_scan, search's
+                    default where torch's int8 product is vectorised): its top 10 must be the same;
   every score       index_scores (float32 cosines of every video, as `prvr.search.measure` needs),
                     the ranking (ties by id) and the same moment similarities;
 and, with --old, the evaluation's own function on float32 tokens (model_scores_chunked, which scales a
@@ -37,6 +40,7 @@ from prvr.models.base import MAX_CLIP_AND_FRAME as MSC_BRANCHES  # gmmformer_v2:
 from prvr.provenance import machine
 from prvr.search.approx import approx_top_k_rows, build_stage
 from prvr.search.fast_scores import exact_top_k, index_scores, inverse_norms
+from prvr.search.int8_scan import int8_candidates, int8_top_k_rows, quantize_index
 from prvr.search.searcher import ranking
 
 FRAME_TOKENS, CLIP_TOKENS, HIDDEN, WEIGHTS = 128, 32, 384, (0.4, 0.6)
@@ -118,6 +122,24 @@ def approx_rows(n, tokens, inv, ids, queries, exact_tops, a) -> None:
                       f"{recall:.3f}", n, times, per_video), flush=True)
 
 
+def int8_rows(n, tokens, inv, ids, queries, exact_tops) -> None:
+    """Quantise the index (prvr.search.int8_scan) and print the int8 first pass's row: its top 10 must
+    be the float16 pass's, and the videos it passes on to the float16 pass are counted."""
+    index = SimpleNamespace(tokens=tokens, inv_norms=inv, ids=ids, row_video=torch.arange(n))
+    start = time.perf_counter()
+    scans = quantize_index(index, MSC_BRANCHES)
+    built = time.perf_counter() - start
+    top = lambda q: int8_top_k_rows(q, index, scans, MSC_BRANCHES, WEIGHTS, 10, ranking)[0]  # noqa: E731
+    times, tops = time_queries(top, queries, tokens)
+    if tops != exact_tops:
+        raise SystemExit("the int8 first pass changed a top 10: a bug")
+    passed = [len(int8_candidates(q, scans, MSC_BRANCHES, WEIGHTS, 10, index.row_video, n)) for q in queries]
+    extra = sum(s.nbytes() for s in scans.values()) / n
+    print(f"<!-- int8 copy: quantised in {built:.1f} s, +{extra / 1024:.0f} KB per video; videos passed to the "
+          f"float16 pass: median {np.median(passed):.0f}, max {max(passed)}; same top 10 as float16: yes -->", flush=True)
+    print(row("search top 10 (int8 first pass), float16 tokens", n, times, bytes_per_video(tokens) + extra), flush=True)
+
+
 def bytes_per_video(tokens) -> float:
     return sum(t[0].numel() * t.element_size() for t in tokens.values()) + FRAME_TOKENS * 2 * 8
 
@@ -138,6 +160,8 @@ def main() -> None:
     parser.add_argument("--approx", action="store_true", help="also the approximate stage (faiss) and its recall@10")
     parser.add_argument("--nprobe", type=int, nargs="+", default=[32])
     parser.add_argument("--approx-tokens", type=int, nargs="+", default=[256])
+    parser.add_argument("--scan", nargs="+", choices=("float16", "int8"), default=["float16", "int8"],
+                        help="exact search's first passes to time (float16 is always timed: the reference)")
     parser.add_argument("--no-every", action="store_true", help="skip the 'every score' row (10 s a query at 100k)")
     a = parser.parse_args()
     torch.set_num_threads(a.threads)
@@ -154,6 +178,8 @@ def main() -> None:
         top = lambda q: exact_top_k(q, tokens, inv, MSC_BRANCHES, WEIGHTS, 10, ids, ranking)[0]  # noqa: E731
         times, exact_tops = time_queries(top, queries, tokens)
         print(row("search top 10 (exact_top_k), float16", n, times, per_video), flush=True)
+        if "int8" in a.scan:
+            int8_rows(n, tokens, inv, ids, queries, exact_tops)
         if not a.no_every:
             every = lambda q: ranking(index_scores(q, tokens, inv, MSC_BRANCHES, WEIGHTS)[0].numpy(), ids)[:10]  # noqa: E731
             print(row("every score (index_scores), float16", n, time_queries(every, queries, tokens)[0], per_video),

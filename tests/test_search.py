@@ -243,3 +243,14 @@ def test_cli_approx_search_ranks_as_exact_on_a_small_index(setup, tmp_path, caps
     assert json.loads((tmp_path / "index/approx/approx.json").read_text())["factory"] == "Flat"
     assert main(["search", str(tmp_path / "index"), text, "--approx", "--nprobe", "0"]) == 1
     assert "must be >= 1" in capsys.readouterr().err
+
+
+def test_cli_int8_and_float16_scans_give_the_same_hits(setup, tmp_path, capsys):
+    root, _, captions = setup
+    index_videos(root / "videos", root / "model.pt", tmp_path / "index")  # float16: the int8 pass applies
+    assert Searcher(tmp_path / "index", scan="int8").scans is not None
+    assert Searcher(tmp_path / "index", scan="float16").scans is None
+    for text in list(captions.values())[:3]:
+        assert main(["search", str(tmp_path / "index"), text, "-k", "2", "--json", "--scan", "int8"]) == 0
+        int8_hits = json.loads(capsys.readouterr().out)
+        assert int8_hits == [h.to_dict() for h in search(tmp_path / "index", text, k=2, scan="float16")]

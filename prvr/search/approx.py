@@ -34,7 +34,7 @@ from tqdm import tqdm
 from prvr.errors import PrvrError
 from prvr.io import atomic_path, write_json
 from prvr.provenance import sha256_file
-from prvr.search.fast_scores import BLOCK_VIDEOS, exact_top_k_rows
+from prvr.search.fast_scores import BLOCK_VIDEOS, top_k_among
 
 TOKENS = 256  # nearest tokens fetched per branch and query
 NPROBE = 32  # IVF lists visited per query
@@ -209,16 +209,5 @@ def approx_top_k_rows(query: dict[str, torch.Tensor], index, branches, weights: 
     """As fast_scores.exact_top_k_rows (order over videos, their scores (V,), row scores (R,), NaN where
     not computed), ranked exactly among the candidates of `stage` only."""
     videos = candidate_videos(query, stage, branches, index.row_video, n_tokens, nprobe, k)  # (C,)
-    rows = torch.nonzero(torch.isin(index.row_video, videos)).squeeze(1)  # (C',) their rows, row order
-    local = torch.searchsorted(videos, index.row_video[rows])  # (C',) each row's candidate number
-    keys = video_keys(branches)
-    sub_tokens = {key: index.tokens[key][rows] for key in keys}
-    sub_inv = {key: index.inv_norms[key][rows] for key in keys}
-    ids = [index.ids[v] for v in videos.tolist()]
-    order, sub_scores, sub_rows = exact_top_k_rows(query, sub_tokens, sub_inv, branches, weights, k, ids,
-                                                   ranking, local)
-    scores = torch.full((len(index.ids),), float("nan"), dtype=torch.float64)
-    scores[videos] = sub_scores
-    row_scores = torch.full((len(index.row_video),), float("nan"), dtype=torch.float64)
-    row_scores[rows] = sub_rows
-    return [int(videos[i]) for i in order], scores, row_scores
+    return top_k_among(query, index.tokens, index.inv_norms, index.row_video, index.ids, videos, branches, weights,
+                       k, ranking)

@@ -107,6 +107,33 @@ def exact_top_k(query: dict[str, torch.Tensor], tokens: dict[str, torch.Tensor],
     return order, scores
 
 
+def half_bound_holds(tokens: dict[str, torch.Tensor], inv_norms: dict[str, torch.Tensor], branches) -> bool:
+    """Whether HALF_BOUND holds for these tokens: float16 tokens, unguided branches, token norms within
+    float16's range."""
+    keys = model_scores.video_keys(branches)
+    return (all(b.guide_key is None for b in branches) and all(tokens[key].dtype == torch.float16 for key in keys)
+            and all(float(inv_norms[key].min()) >= 1 / 60000 for key in keys))
+
+
+def top_k_among(query: dict[str, torch.Tensor], tokens: dict[str, torch.Tensor], inv_norms: dict[str, torch.Tensor],
+                row_video: torch.Tensor, ids: list[str], videos: torch.Tensor, branches, weights: tuple[float, float],
+                k: int, ranking) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """exact_top_k_rows over the videos `videos` (C,) (ascending) only, their rows gathered: the order
+    (index video numbers), scores (V,) and row scores (R,), NaN where not computed. The exact top k of
+    the whole index when every video left out is known to be below k others (a first stage's bound)."""
+    rows = torch.nonzero(torch.isin(row_video, videos)).squeeze(1)  # (C',) their rows, row order
+    local = torch.searchsorted(videos, row_video[rows])  # (C',) each row's candidate number
+    keys = model_scores.video_keys(branches)
+    order, sub_scores, sub_rows = exact_top_k_rows(query, {key: tokens[key][rows] for key in keys},
+                                                   {key: inv_norms[key][rows] for key in keys}, branches, weights,
+                                                   k, [ids[v] for v in videos.tolist()], ranking, local)
+    scores = torch.full((len(ids),), float("nan"), dtype=torch.float64)
+    scores[videos] = sub_scores
+    row_scores = torch.full((len(row_video),), float("nan"), dtype=torch.float64)
+    row_scores[rows] = sub_rows
+    return [int(videos[i]) for i in order], scores, row_scores
+
+
 def exact_top_k_rows(query: dict[str, torch.Tensor], tokens: dict[str, torch.Tensor],
                      inv_norms: dict[str, torch.Tensor], branches, weights: tuple[float, float], k: int,
                      ids: list[str], ranking, row_video: torch.Tensor | None = None
@@ -123,9 +150,7 @@ def exact_top_k_rows(query: dict[str, torch.Tensor], tokens: dict[str, torch.Ten
     beyond float16's range)."""
     n_rows = next(iter(tokens.values())).shape[0]
     row_video = torch.arange(n_rows) if row_video is None else row_video
-    keys = [b.video_key for b in branches]
-    plain = all(b.guide_key is None for b in branches) and all(tokens[key].dtype == torch.float16 for key in keys)
-    if not plain or any(float(inv_norms[key].min()) < 1 / 60000 for key in keys):
+    if not half_bound_holds(tokens, inv_norms, branches):
         row_scores = index_scores(query, tokens, inv_norms, branches, weights)[0]  # (R,)
         scores = group_max(row_scores, row_video, len(ids))[0]  # (V,)
         return ranking(scores.numpy(), ids)[:k], scores, row_scores

@@ -16,6 +16,9 @@ on the cosines of the query (the output the frame branch reads) with each frame 
 indexed as windows (prvr.search.windows) scores the max over its windows; its moment is found in
 that window and reported in the long video's seconds.
 
+Exact search's first pass over every token reads int8 copies of the tokens (`scan="auto"`: where
+torch's int8 product is vectorised; prvr.search.int8_scan) with a bound that keeps the top k exact;
+scan="float16" reads the stored tokens instead (a third less memory, slower).
 `approx=ApproxOptions()` ranks exactly among the candidates of an approximate first stage (faiss,
 prvr.search.approx) instead of among every video: faster on large indexes, with a measured recall.
 
@@ -34,6 +37,7 @@ from prvr.errors import PrvrError
 from prvr.search.approx import ApproxOptions, approx_stage, approx_top_k_rows
 from prvr.search.encoding import MOMENT_KEY, SearchEncoder
 from prvr.search.fast_scores import exact_top_k_rows, index_scores
+from prvr.search.int8_scan import int8_top_k_rows, quantize_index, wants_int8
 from prvr.search.moments import RATIO, best_moment
 from prvr.search.store import LoadedIndex, check_same_encoder, load_index
 from prvr.search.windows import group_max
@@ -61,7 +65,8 @@ class Searcher:
     """An index in memory with the model and CLIP it was built with."""
 
     def __init__(self, index: str | Path, clip_weights: str | Path | None = None, ratio: float = RATIO,
-                 approx: ApproxOptions | None = None):
+                 approx: ApproxOptions | None = None, scan: str = "auto"):
+        use_int8 = wants_int8(scan)  # a bad value fails before the index is read
         self.index: LoadedIndex = load_index(index)
         manifest = self.index.manifest
         model_path = Path(manifest["model"]["path"])
@@ -74,6 +79,8 @@ class Searcher:
         self.ratio = ratio
         self.approx = approx  # None: exact search
         self.stage = approx_stage(self.index, self.encoder.branches, approx.factory) if approx else None
+        # exact search's first pass on int8 copies (None: on the float16 tokens; prvr.search.int8_scan)
+        self.scans = quantize_index(self.index, self.encoder.branches) if use_int8 and not approx else None
 
     def encode(self, queries: list[str]) -> dict[str, torch.Tensor]:
         """The model's query outputs {key: (Q, H)} for `queries` (what scores and similarities read)."""
@@ -116,7 +123,10 @@ class Searcher:
             raise PrvrError("search: the query is empty")
         encoded = self.encode([query])
         weights = (self.encoder.cfg.eval.w_clip, self.encoder.cfg.eval.w_frame)
-        if self.stage is None:
+        if self.scans is not None:  # the same exact top k, its float16 pass on the int8 pass's candidates
+            order, scores, row_scores = int8_top_k_rows(encoded, self.index, self.scans, self.encoder.branches,
+                                                        weights, k, ranking)
+        elif self.stage is None:
             order, scores, row_scores = exact_top_k_rows(encoded, self.index.tokens, self.index.inv_norms,
                                                          self.encoder.branches, weights, k, self.index.ids, ranking,
                                                          self.index.row_video)  # exact scores of the candidates
@@ -143,7 +153,8 @@ def ranking(scores: np.ndarray, ids: list[str]) -> list[int]:
 
 
 def search(index: str | Path, query: str, k: int = 10, clip_weights: str | Path | None = None,
-           approx: ApproxOptions | None = None) -> list[Hit]:
+           approx: ApproxOptions | None = None, scan: str = "auto") -> list[Hit]:
     """The k best videos of the index at `index` for `query` (loads the index, model and CLIP);
-    `approx`: through the approximate stage (prvr.search.approx), None: exact."""
-    return Searcher(index, clip_weights, approx=approx).search(query, k)
+    `approx`: through the approximate stage (prvr.search.approx), None: exact; `scan`: exact search's
+    first pass (prvr.search.int8_scan.SCANS)."""
+    return Searcher(index, clip_weights, approx=approx, scan=scan).search(query, k)
