@@ -33,3 +33,18 @@ def test_gradient_is_the_mask_and_bad_p_is_rejected():
     assert torch.equal(x.grad, (y != 0).float() * 2.0)
     with pytest.raises(ValueError, match="dropout probability"):
         Dropout(1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_inputs_take_the_same_mask_scaled_in_float32(dtype):
+    """A bfloat16 input (autocast training) gets the float32 input's mask, its kept values scaled in
+    float32 and rounded once: 1 / (1 - 0.1) is not exact in bfloat16, so scaling there would bias."""
+    x = torch.randn(50_000)
+    drop = Dropout(0.1).train()
+    torch.manual_seed(3)
+    full = drop(x)
+    torch.manual_seed(3)
+    half = drop(x.to(dtype))
+    assert half.dtype == dtype
+    assert torch.equal(half != 0, full != 0)  # the same mask from the same torch seed
+    assert torch.equal(half, (x.to(dtype).float() / 0.9).to(dtype) * (full != 0))

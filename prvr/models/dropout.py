@@ -6,7 +6,9 @@ Same distribution as torch.nn.Dropout: each element is kept with probability 1 -
 runs stay reproducible under torch.manual_seed and resume with the saved torch RNG state. Why: at
 the paper's shape dropout p = 0.2 runs on ~0.5 G elements per training step, and torch's CPU
 `bernoulli_` (~100 M elements/s on 2 threads) made it a third of the step; numpy's generator is
-about 4x faster. On other devices it is torch's own dropout.
+about 4x faster. bfloat16 inputs (train.precision: bfloat16) take the same mask: until 2026-12-07
+they went to torch's `bernoulli_`, a quarter of a bfloat16 step at the TVR shape. On other devices
+it is torch's own dropout.
 
     drop = Dropout(0.2)
     y = drop(x)        # training: masked and scaled; eval: x itself
@@ -42,9 +44,13 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        if x.device.type != "cpu" or not x.is_floating_point():
             return F.dropout(x, self.p, training=True)
-        return x * keep_mask(x.shape, self.p, x.dtype)
+        if x.dtype in (torch.float32, torch.float64):
+            return x * keep_mask(x.shape, self.p, x.dtype)
+        # bfloat16 / float16 (train.precision bfloat16): scaled in float32 (1 / (1 - p) is not exact in
+        # bfloat16 for most p) and rounded back once
+        return (x * keep_mask(x.shape, self.p, torch.float32)).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
