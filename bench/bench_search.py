@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.bench_search [--videos 10000 100000] [--queries 20] [--threads 2] [--old]
                                            [--tokens random|clustered] [--approx [--nprobe 8 32] [--approx-tokens 256]]
-                                           [--scan float16 int8]
+                                           [--no-int8]
 
 An index of N videos is made in memory as prvr.search.store.load_index holds one: random N(0, 1)
 tokens of the paper's model at the TVR shape (128 frame tokens and 32 clip tokens of 384 per video,
@@ -160,8 +160,7 @@ def main() -> None:
     parser.add_argument("--approx", action="store_true", help="also the approximate stage (faiss) and its recall@10")
     parser.add_argument("--nprobe", type=int, nargs="+", default=[32])
     parser.add_argument("--approx-tokens", type=int, nargs="+", default=[256])
-    parser.add_argument("--scan", nargs="+", choices=("float16", "int8"), default=["float16", "int8"],
-                        help="exact search's first passes to time (float16 is always timed: the reference)")
+    parser.add_argument("--no-int8", action="store_true", help="skip the int8 first pass's row")
     parser.add_argument("--no-every", action="store_true", help="skip the 'every score' row (10 s a query at 100k)")
     a = parser.parse_args()
     torch.set_num_threads(a.threads)
@@ -178,7 +177,7 @@ def main() -> None:
         top = lambda q: exact_top_k(q, tokens, inv, MSC_BRANCHES, WEIGHTS, 10, ids, ranking)[0]  # noqa: E731
         times, exact_tops = time_queries(top, queries, tokens)
         print(row("search top 10 (exact_top_k), float16", n, times, per_video), flush=True)
-        if "int8" in a.scan:
+        if not a.no_int8:
             int8_rows(n, tokens, inv, ids, queries, exact_tops)
         if not a.no_every:
             every = lambda q: ranking(index_scores(q, tokens, inv, MSC_BRANCHES, WEIGHTS)[0].numpy(), ids)[:10]  # noqa: E731

@@ -46,11 +46,10 @@ class Dropout(nn.Module):
             return x
         if x.device.type != "cpu" or not x.is_floating_point():
             return F.dropout(x, self.p, training=True)
-        if x.dtype in (torch.float32, torch.float64):
-            return x * keep_mask(x.shape, self.p, x.dtype)
-        # bfloat16 / float16 (train.precision bfloat16): scaled in float32 (1 / (1 - p) is not exact in
-        # bfloat16 for most p) and rounded back once
-        return (x * keep_mask(x.shape, self.p, torch.float32)).to(x.dtype)
+        # bfloat16 / float16 (train.precision bfloat16) are scaled in float32 (1 / (1 - p) is not exact
+        # in bfloat16 for most p) and rounded back once; .to is a no-op for float32 and float64
+        mask_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        return (x * keep_mask(x.shape, self.p, mask_dtype)).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

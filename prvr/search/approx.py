@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from prvr.errors import PrvrError
+from prvr.evaluation import model_scores
 from prvr.io import atomic_path, write_json
 from prvr.provenance import sha256_file
 from prvr.search.fast_scores import BLOCK_VIDEOS, top_k_among
@@ -138,8 +139,8 @@ def check_plain(branches):
 
 
 def video_keys(branches) -> list[str]:
-    """The video outputs the score branches read, sorted: one faiss index each."""
-    return sorted({b.video_key for b in branches})
+    """The video outputs the score branches read (model_scores.video_keys), sorted: one faiss index each."""
+    return sorted(model_scores.video_keys(branches))
 
 
 def build_stage(tokens: dict[str, torch.Tensor], inv_norms: dict[str, torch.Tensor], branches,

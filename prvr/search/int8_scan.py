@@ -51,7 +51,6 @@ class Int8Tokens:
     codes: torch.Tensor
     scales: torch.Tensor
     row_error: torch.Tensor
-    n_tokens: int
     dim: int
 
     def nbytes(self) -> int:
@@ -84,7 +83,7 @@ def quantize(tokens: torch.Tensor, inv_norms: torch.Tensor) -> Int8Tokens:
         scales[start:stop] = scale.bfloat16()  # exact: scale came from bfloat16
         error[start:stop] = torch.linalg.vector_norm(x.sub_(code.mul_(scale[:, None])), dim=1)  # |r|
     row_error = error.view(rows, n).amax(1).double()
-    return Int8Tokens(codes, scales, row_error, n, h)
+    return Int8Tokens(codes, scales, row_error, h)
 
 
 @torch.no_grad()
@@ -96,7 +95,7 @@ def row_bounds(query: torch.Tensor, scan: Int8Tokens) -> tuple[torch.Tensor, tor
     split = torch.zeros(2, scan.codes.shape[1], dtype=torch.bfloat16)  # (2, Hp), fresh: aligned rows
     split[0, :scan.dim], split[1, :scan.dim] = hi, (unit - hi.double()).to(torch.bfloat16)
     out = torch.ops.aten._weight_int8pack_mm(split, scan.codes, scan.scales)  # (2, R * N) bfloat16
-    cos = (out[0].float() + out[1].float()).view(-1, scan.n_tokens)  # (R, N)
+    cos = (out[0].float() + out[1].float()).view(len(scan.row_error), -1)  # (R, N)
     approx = cos.amax(1).double()  # (R,)
     return approx, RELATIVE * approx.abs() + scan.row_error + MARGIN * (1 + scan.row_error)
 
