@@ -69,20 +69,22 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_peak(repeats: int = 3, device: str = "cpu", precision: str = "float32") -> float:
+def matmul_peak(repeats: int = 3, device: str = "cpu", precision: str = "float32", rounds: int = 3) -> float:
     """Best matmul rate (FLOP/s) at the current thread count (or on the GPU): float32 products over
-    PEAK_SHAPES, or those of F.linear under bfloat16 autocast over BF16_PEAK_SHAPES."""
+    PEAK_SHAPES, or those of F.linear under bfloat16 autocast over BF16_PEAK_SHAPES; the best of
+    `rounds` timings of each shape (one timing read 177 GFLOP/s where others read 310-350)."""
     best, half = 0.0, precision == "bfloat16"
     for m, k, n in BF16_PEAK_SHAPES if half else PEAK_SHAPES:
         a, b = torch.randn(m, k, device=device), torch.randn(n, k, device=device)
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=half):
             F.linear(a, b)
-            sync(device)
-            start = time.perf_counter()
-            for _ in range(repeats):
-                F.linear(a, b)
-            sync(device)
-        best = max(best, 2 * m * k * n * repeats / (time.perf_counter() - start))
+            for _ in range(rounds):
+                sync(device)
+                start = time.perf_counter()
+                for _ in range(repeats):
+                    F.linear(a, b)
+                sync(device)
+                best = max(best, 2 * m * k * n * repeats / (time.perf_counter() - start))
     return best
 
 

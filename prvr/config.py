@@ -28,6 +28,7 @@ from prvr.errors import ConfigError
 from prvr.yaml_files import read_yaml_mapping
 
 
+TRAIN_JOBS = ("per_seed", "per_configuration")  # one Snakemake train job per (configuration, seed) or per configuration
 DATASETS = ("demo", "tvr", "activitynet", "charades", "qvhighlights")  # each but demo: config/datasets/<name>.yaml
 
 
@@ -240,6 +241,7 @@ class Config:
     """One run: a dataset, its features, one model configuration, its training and evaluation."""
     dataset: str = field(default="demo", metadata={"choices": DATASETS})
     seeds: tuple[int, ...] = (1, 2, 3)
+    train_jobs: str = field(default="per_seed", metadata={"choices": TRAIN_JOBS})
     ablations: tuple[str, ...] = ("baseline", "tcpl", "cbva", "merging", "adaptive", "cbva_nohead",
                                   "full_tcpl_kl", "full_cbva_infonce", "full_adaptive_weights", "full_summary")
     main_table: tuple[str, ...] = ("ms_sl", "gmmformer_v1", "baseline", "dl_dkd", "adaptive")

@@ -102,7 +102,7 @@ def test_main_table_and_side_by_side_figure(run):
     assert (run / "results/figures/tsne_compare.png").read_bytes()[:4] == b"\x89PNG"
     assert (run / "results/figures/tsne_compare.pdf").read_bytes()[:4] == b"%PDF"
     jobs = [r["job"] for r in csv.DictReader((run / "results/benchmarks.csv").open())]
-    assert "train baseline seed 1" in jobs and "pretrain_clip" in jobs
+    assert "train baseline seeds 1" in jobs and "pretrain_clip" in jobs  # config train_jobs: per_configuration
 
 
 def test_unknown_main_table_row_is_named(tmp_path):
@@ -144,8 +144,8 @@ def test_features_follow_the_authors_layout(run):
 
 
 def test_rules_log_and_rerun_has_nothing_to_do(run):
-    assert (run / "logs/train/baseline/seed1.log").stat().st_size > 0
-    assert (run / "benchmarks/train/baseline/seed1.tsv").exists()
+    assert (run / "logs/train/baseline.log").stat().st_size > 0  # one train job per configuration (train_jobs)
+    assert (run / "benchmarks/train/baseline.tsv").exists()
     proc = snakemake(run, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
 

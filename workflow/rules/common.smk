@@ -67,6 +67,19 @@ def row_config(name):
     return ABLATIONS[name]
 
 
+PER_SEED = config["train_jobs"] == "per_seed"  # else one train job per configuration, all its seeds
+TRAIN_JOB_LOG = "logs/train/{ablation}/seed{seed}.log" if PER_SEED else "logs/train/{ablation}.log"
+TRAIN_JOB_BENCHMARK = "benchmarks/train/{ablation}/seed{seed}.tsv" if PER_SEED else "benchmarks/train/{ablation}.tsv"
+
+
+def train_job_files(name):
+    """A train job's output `name` (model.pt, ...): the {seed} wildcard's file per seed, else every
+    seed's file of the configuration, in config seeds order."""
+    if PER_SEED:
+        return f"{DATA}/runs/{{ablation}}/seed{{seed}}/{name}"
+    return [f"{DATA}/runs/{{ablation}}/seed{seed}/{name}" for seed in config["seeds"]]
+
+
 def run_settings(wildcards):
     """What a (configuration, seed)'s weights depend on besides its inputs: a change reruns it."""
     return training_settings(row_config(wildcards.ablation))
@@ -262,9 +275,13 @@ def tsne_compare_inputs(wildcards):
 
 
 def benchmark_files(wildcards):
-    """The benchmark files of a run, by job name: every training, and the corpus and
+    """The benchmark files of a run, by job name: every train job (one per seed or per configuration: config train_jobs), and the corpus and
     tiny-CLIP pretraining where the DAG makes them."""
-    files = {f"train {n} seed {s}": f"benchmarks/train/{n}/seed{s}.tsv" for n in TRAINED for s in config["seeds"]}
+    if PER_SEED:
+        files = {f"train {n} seed {s}": f"benchmarks/train/{n}/seed{s}.tsv" for n in TRAINED for s in config["seeds"]}
+    else:
+        seeds = " ".join(str(s) for s in config["seeds"])
+        files = {f"train {n} seeds {seeds}": f"benchmarks/train/{n}.tsv" for n in TRAINED}
     if config["clip"]["pretrained"] is None and not RELEASED:  # released features: no CLIP is built
         files["pretrain_clip"] = "benchmarks/pretrain_clip.tsv"
     if DEMO:

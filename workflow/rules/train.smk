@@ -1,4 +1,6 @@
-# Stage 4: train one model per (configuration, seed); checkpoints every epoch, resumes when rerun.
+# Stage 4: train the models of every (configuration, seed); checkpoints every epoch, resumes when rerun.
+# config train_jobs: per_seed = a job per seed ({seed} wildcard); per_configuration = one job trains all
+# seeds of a configuration in turn (one process, so one Python and torch start-up).
 
 
 rule train:
@@ -7,15 +9,15 @@ rule train:
         unpack(teacher_files),
         ablation=ablation_file,
     output:
-        model=f"{DATA}/runs/{{ablation}}/seed{{seed}}/model.pt",
-        provenance=f"{DATA}/runs/{{ablation}}/seed{{seed}}/provenance.json",
-        log=f"{DATA}/runs/{{ablation}}/seed{{seed}}/train_log.jsonl",
+        model=train_job_files("model.pt"),
+        provenance=train_job_files("provenance.json"),
+        log=train_job_files("train_log.jsonl"),
     params:
         settings=run_settings,  # model, loss, train, eval.w_clip/w_frame/ks/ties with the ablation applied
     log:
-        "logs/train/{ablation}/seed{seed}.log",
+        TRAIN_JOB_LOG,
     benchmark:
-        "benchmarks/train/{ablation}/seed{seed}.tsv"
+        TRAIN_JOB_BENCHMARK
     wildcard_constraints:
         seed=r"\d+",
     threads: torch_threads

@@ -1,4 +1,5 @@
-"""Snakemake step: train one (configuration, seed)."""
+"""Snakemake step: train one configuration, for the job's seed (train_jobs: per_seed) or for every
+seed in turn (per_configuration: one process, each seed seeded afresh, so the same weights)."""
 import sys
 from pathlib import Path
 
@@ -8,6 +9,13 @@ from prvr.pipeline import run_step  # noqa: E402
 from prvr.config_sources import ablation_config  # noqa: E402
 from prvr.stages import train_run  # noqa: E402
 from prvr.training.trainer import TrainData  # noqa: E402
+
+
+def job_seeds(smk) -> list[int]:
+    """The seeds this job trains, in the order of its outputs."""
+    if "seed" in smk.wildcards.keys():
+        return [int(smk.wildcards.seed)]
+    return [int(seed) for seed in smk.config["seeds"]]
 
 
 def main(smk, cfg):
@@ -21,7 +29,10 @@ def main(smk, cfg):
                      **optional)
     inputs = {k: inp[k] for k in ("ablation", "train_captions", "val_captions", "video_feats", "text_feats",
                                   "val_video_feats", "val_text_feats", "teacher_video", "teacher_text") if k in inp.keys()}
-    train_run(cfg, int(smk.wildcards.seed), data, Path(smk.output.model).parent, inputs)
+    models = [smk.output.model] if isinstance(smk.output.model, str) else list(smk.output.model)
+    for seed, model in zip(job_seeds(smk), models, strict=True):
+        print(f"== {smk.wildcards.ablation} seed {seed} ==")
+        train_run(cfg, seed, data, Path(model).parent, inputs)
 
 
 run_step(snakemake, main)
