@@ -28,7 +28,6 @@ from prvr.errors import ConfigError
 from prvr.yaml_files import read_yaml_mapping
 
 
-TRAIN_JOBS = ("per_seed", "per_configuration")  # one Snakemake train job per (configuration, seed) or per configuration
 DATASETS = ("demo", "tvr", "activitynet", "charades", "qvhighlights")  # each but demo: config/datasets/<name>.yaml
 
 
@@ -217,8 +216,7 @@ class EvalConfig:
 
 @dataclass
 class AnalysisConfig:
-    """Semantic-collapse analysis (prvr.evaluation.analysis) and its t-SNE figures
-    (prvr.reporting.figures): which split, how many videos per figure, the t-SNE seed."""
+    """Collapse analysis (prvr.evaluation.analysis), t-SNE figures: split, videos per figure, t-SNE seed."""
     split: str = field(default="test", metadata={"choices": ("val", "test")})
     tsne_videos: int = 6
     tsne_seed: int = 0
@@ -241,7 +239,7 @@ class Config:
     """One run: a dataset, its features, one model configuration, its training and evaluation."""
     dataset: str = field(default="demo", metadata={"choices": DATASETS})
     seeds: tuple[int, ...] = (1, 2, 3)
-    train_jobs: str = field(default="per_seed", metadata={"choices": TRAIN_JOBS})
+    train_jobs: str = field(default="per_configuration", metadata={"choices": ("per_configuration", "per_seed")})
     ablations: tuple[str, ...] = ("baseline", "tcpl", "cbva", "merging", "adaptive", "cbva_nohead",
                                   "full_tcpl_kl", "full_cbva_infonce", "full_adaptive_weights", "full_summary")
     main_table: tuple[str, ...] = ("ms_sl", "gmmformer_v1", "baseline", "dl_dkd", "adaptive")

@@ -80,6 +80,17 @@ def train_job_files(name):
     return [f"{DATA}/runs/{{ablation}}/seed{seed}/{name}" for seed in config["seeds"]]
 
 
+def train_priority(wildcards):
+    """Which train jobs Snakemake starts first when the cores are busy: the side-by-side figures'
+    configurations (COMPARE_ROWS), so those figures run beside the other trainings instead of after the
+    last; then the method's own rows (gmmformer_v2*, the longest trainings: in the demo's benchmark files
+    124-154 s against 49-82 s for the other papers' models, 8 jobs sharing 2 cores); the others last, so
+    the run ends on short jobs. Order only: no job's output depends on it."""
+    if wildcards.ablation in COMPARE_ROWS:
+        return 2
+    return 1 if row_config(wildcards.ablation).model.name.startswith("gmmformer_v2") else 0
+
+
 def run_settings(wildcards):
     """What a (configuration, seed)'s weights depend on besides its inputs: a change reruns it."""
     return training_settings(row_config(wildcards.ablation))

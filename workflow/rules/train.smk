@@ -21,6 +21,7 @@ rule train:
     wildcard_constraints:
         seed=r"\d+",
     threads: torch_threads
+    priority: train_priority
     resources:
         gpu=lambda wildcards: gpus_for(row_config(wildcards.ablation).train.device),
     conda:
