@@ -63,19 +63,26 @@ def keep_mask(shape: torch.Size, p: float, dtype: torch.dtype) -> torch.Tensor:
     dtype: mask_dtype's choice (a half type only where kept_value(p) is exact in it)."""
     seed = int(torch.randint(_SEED_HIGH, (1,)))  # from torch's generator: seeded and resumable
     keep = keep_flags(int(np.prod(shape)), p, seed)
-    value = kept_value(p)
-    if dtype == torch.bfloat16:  # numpy has no bfloat16: the value's 16 bits, times 0 or 1
-        bits = torch.tensor(value, dtype=torch.bfloat16).view(torch.int16).item()
-        return torch.from_numpy(np.multiply(keep, np.int16(bits), dtype=np.int16)).view(torch.bfloat16).view(shape)
-    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
-    return torch.from_numpy(np.multiply(keep, np_dtype.type(value), dtype=np_dtype)).view(shape)
+    np_int, _ = _SAME_SIZE_INT[dtype.itemsize]  # numpy has no bfloat16: every dtype is filled as its bits
+    bits = np.multiply(keep, np_int(_kept_bits(p, dtype)), dtype=np_int)  # 0 (= 0.0) or the kept value's bits
+    return torch.from_numpy(bits).view(dtype).view(shape)
+
+
+_SAME_SIZE_INT = {2: (np.int16, torch.int16), 4: (np.int32, torch.int32), 8: (np.int64, torch.int64)}
+
+
+@functools.lru_cache(maxsize=32)
+def _kept_bits(p: float, dtype: torch.dtype) -> int:
+    """kept_value(p) in dtype, as the integer its bits spell."""
+    return torch.tensor(kept_value(p), dtype=dtype).view(_SAME_SIZE_INT[dtype.itemsize][1]).item()
 
 
 @functools.lru_cache(maxsize=32)
 def mask_dtype(p: float, dtype: torch.dtype) -> torch.dtype:
     """The mask's dtype for an input of dtype: its own where kept_value(p) is exact in it, else float32
     (a half input is then scaled in float32 and rounded once)."""
-    exact = torch.tensor(kept_value(p), dtype=dtype).double().item() == kept_value(p)
+    value = kept_value(p)
+    exact = torch.tensor(value, dtype=dtype).double().item() == value
     return dtype if exact or dtype == torch.float64 else torch.float32
 
 

@@ -286,13 +286,14 @@ def tsne_compare_inputs(wildcards):
 
 
 def benchmark_files(wildcards):
-    """The benchmark files of a run, by job name: every train job (one per seed or per configuration: config train_jobs), and the corpus and
-    tiny-CLIP pretraining where the DAG makes them."""
+    """The benchmark files of a run, by job name: every train job (one per seed or per configuration:
+    config train_jobs), and the corpus and tiny-CLIP pretraining where the DAG makes them."""
     if PER_SEED:
-        files = {f"train {n} seed {s}": f"benchmarks/train/{n}/seed{s}.tsv" for n in TRAINED for s in config["seeds"]}
+        files = {f"train {n} seed {s}": TRAIN_JOB_BENCHMARK.format(ablation=n, seed=s)
+                 for n in TRAINED for s in config["seeds"]}
     else:
         seeds = " ".join(str(s) for s in config["seeds"])
-        files = {f"train {n} seeds {seeds}": f"benchmarks/train/{n}.tsv" for n in TRAINED}
+        files = {f"train {n} seeds {seeds}": TRAIN_JOB_BENCHMARK.format(ablation=n) for n in TRAINED}
     if config["clip"]["pretrained"] is None and not RELEASED:  # released features: no CLIP is built
         files["pretrain_clip"] = "benchmarks/pretrain_clip.tsv"
     if DEMO:

@@ -11,11 +11,9 @@ from prvr.stages import train_run  # noqa: E402
 from prvr.training.trainer import TrainData  # noqa: E402
 
 
-def job_seeds(smk) -> list[int]:
+def job_seeds(smk, cfg) -> list[int]:
     """The seeds this job trains, in the order of its outputs."""
-    if "seed" in smk.wildcards.keys():
-        return [int(smk.wildcards.seed)]
-    return [int(seed) for seed in smk.config["seeds"]]
+    return [int(smk.wildcards.seed)] if "seed" in smk.wildcards.keys() else list(cfg.seeds)
 
 
 def main(smk, cfg):
@@ -30,7 +28,7 @@ def main(smk, cfg):
     inputs = {k: inp[k] for k in ("ablation", "train_captions", "val_captions", "video_feats", "text_feats",
                                   "val_video_feats", "val_text_feats", "teacher_video", "teacher_text") if k in inp.keys()}
     models = [smk.output.model] if isinstance(smk.output.model, str) else list(smk.output.model)
-    for seed, model in zip(job_seeds(smk), models, strict=True):
+    for seed, model in zip(job_seeds(smk, cfg), models, strict=True):
         print(f"== {smk.wildcards.ablation} seed {seed} ==")
         train_run(cfg, seed, data, Path(model).parent, inputs)
 
