@@ -35,7 +35,9 @@ cache count) and the machine's 1-minute load average at its start and end:
        per --train-variants: "plain", "checkpointing" (train.activation_checkpointing);
   (c)  `snakemake -n` of dataset=tvr with a TVR-size video list and the full grid x 3 seeds.
 
-Prints a markdown table. --small scales every size by 1/10. The times are upper bounds on a shared
+Every child keeps freed memory for reuse as prvr's jobs do (prvr.allocator; PRVR_KEEP_FREED_MEMORY=0
+in the environment for glibc's defaults; --malloc-mmap-threshold sets glibc's threshold for row (b)
+instead). Prints a markdown table. --small scales every size by 1/10. The times are upper bounds on a shared
 machine (see the load columns; --omp-passive keeps waiting OpenMP threads from spinning there); CPU
 seconds / threads is closer to what an idle machine would take.
 """
@@ -52,6 +54,7 @@ import time
 from pathlib import Path
 
 from bench.scale_phases import EVAL_VARIANTS, REPO
+from prvr.allocator import ENV_VAR
 from prvr.evaluation import ranking
 
 TVR = {"videos": 2179, "queries": 10895, "train_videos": 17435, "train_captions": 87175}
@@ -155,7 +158,8 @@ def train_rows(root: Path, a, rows: list[str]) -> None:
     size = f"{a.train_videos} videos, {a.train_captions} captions"
     paths = _stores_and_cache(root, a, "train", a.train_videos, a.train_captions, 2,
                               "(b0) cache build, train split", size, rows)
-    env = {"MALLOC_MMAP_THRESHOLD_": str(a.malloc_mmap_threshold)} if a.malloc_mmap_threshold else None
+    env = ({"MALLOC_MMAP_THRESHOLD_": str(a.malloc_mmap_threshold), ENV_VAR: "0"}  # glibc's setting, not prvr's
+           if a.malloc_mmap_threshold else None)
     malloc = f", MALLOC_MMAP_THRESHOLD_={a.malloc_mmap_threshold}" if env else ""
     for variant in a.train_variants:
         tr = run_child("train", {"cache": str(root / "cache_train"), "captions": paths["captions"], "threads": a.threads,

@@ -19,6 +19,8 @@ torch's default float32 matmul precision, and the peak memory is the GPU's). Pri
 --precision: one row per configuration and train.precision (prvr.training.precision: the trainer's
 own step); the bfloat16 rows are compared with a bfloat16 peak (the same products through
 F.linear under bfloat16 autocast, the path the model's layers take) and both peaks are printed.
+Like every prvr process, the benchmark keeps freed memory for reuse (prvr.allocator); run it with
+PRVR_KEEP_FREED_MEMORY=0 for glibc's defaults (the header says which).
 --reference-step: another code's step in seconds, timed in the same session (the authors' code, by
 a script outside this repository): each row then shows its ratio to it.
 """
@@ -34,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
+from prvr.allocator import keep_freed_memory
 from prvr.config import Config, merge
 from prvr.config_sources import ablation_config
 from prvr.losses import create_loss
@@ -152,6 +155,7 @@ def main() -> None:
                         help="another code's step (s) timed in the same session: rows show their ratio to it")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    kept = keep_freed_memory()  # as every training process does (prvr.pipeline.run_step)
     names = args.ablations or sorted(p.stem for p in (REPO / "config/ablations").glob("*.yaml"))
     base = merge(Config(), {**REAL_SHAPE, "model": {**REAL_SHAPE["model"], "name": args.model}})
     batch = real_batch()
@@ -159,7 +163,8 @@ def main() -> None:
              for p in dict.fromkeys("bfloat16" if p == "bfloat16" else "float32" for p in args.precision)}
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{args.threads} threads"
     print(f"torch {torch.__version__}, {where}, model {args.model}; 128 videos x 128 x 768, "
-          f"640 queries <= 34 tokens; matmul peaks: "
+          f"640 queries <= 34 tokens; freed memory {'kept' if kept else 'returned (system malloc settings)'}; "
+          f"matmul peaks: "
           + ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items()) + "\n")
     ratio = " | x reference" if args.reference_step else ""
     print(f"| configuration | precision | params M (model + loss head) | median s/step | fastest s/step | GFLOP/step "

@@ -302,4 +302,6 @@ PHASES = {"generate": phase_generate, "cache": phase_cache, "eval": phase_eval, 
 
 
 if __name__ == "__main__":
+    from prvr.allocator import keep_freed_memory
+    keep_freed_memory()  # as the evaluate and train jobs do (prvr.pipeline.run_step)
     print(json.dumps(PHASES[sys.argv[1]](json.loads(sys.argv[2]))))

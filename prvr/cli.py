@@ -30,6 +30,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from prvr.allocator import keep_freed_memory
 from prvr.config import load_config
 from prvr.errors import PrvrError
 from prvr.store.layout import text_store, video_store
@@ -260,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        keep_freed_memory()
         args.fn(args)
     except PrvrError as err:
         print(f"prvr: error: {err}", file=sys.stderr)

@@ -3,9 +3,9 @@
     run_step(snakemake, main)   # main(snakemake, cfg) does the work
 
 Sends the step's stdout/stderr (tqdm included, and what C libraries such as decord and FFmpeg write
-to file descriptor 2) to the rule's log file, builds the typed config from
-the (schema-validated) Snakemake config, and turns a PrvrError into its one-line message (in the log
-and on stderr) with exit status 1 instead of a traceback.
+to file descriptor 2) to the rule's log file, keeps freed memory in the process (`prvr.allocator`),
+builds the typed config from the (schema-validated) Snakemake config, and turns a PrvrError into its
+one-line message (in the log and on stderr) with exit status 1 instead of a traceback.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from prvr.allocator import keep_freed_memory
 from prvr.config import from_dict
 from prvr.video.native_log import redirect_native_stderr
 from prvr.errors import PrvrError
@@ -30,6 +31,7 @@ def run_step(smk, main) -> None:
         try:
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), \
                     redirect_native_stderr(log_path):  # decord/FFmpeg print from C straight to fd 2
+                keep_freed_memory()  # big tensors reused, not faulted in afresh (prvr.allocator)
                 cfg = from_dict(dict(smk.config), "config")
                 main(smk, cfg)
         except PrvrError as err:

@@ -22,7 +22,7 @@ LAYERS = [
     {"sources", "demo"},
     {"video", "store"},
     {"provenance", "config", "config_checks", "config_data", "config_losses", "config_sources", "dataclass_dict",
-     "yaml_files", "io", "errors", "prvr"},
+     "yaml_files", "io", "errors", "allocator", "prvr"},
 ]
 
 
