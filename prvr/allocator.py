@@ -3,13 +3,13 @@
 Why: glibc serves a block larger than its mmap threshold (128 KiB, raised as blocks are freed, to
 32 MiB at most) with a fresh `mmap` and unmaps it on free. A training step at the paper's TVR shape
 allocates and frees gigabytes of activations, so each step the kernel faulted about a million fresh
-pages in and zeroed them: 2.0-2.5 s of system time per step (of 18-20 CPU seconds), 934 k-1,009 k page
-faults. With the mmap and trim thresholds at their largest (2 GiB - 1; `mallopt` takes an int) such
-blocks come from the heap and are reused after free: 14 k-27 k faults and 0.05-0.08 s of system time
-per step, the bfloat16 step 8.6-9.4 s against 9.8-11.8 s in alternated processes (avx512_bf16 EPYC,
-2 threads, docs/performance.md). The memory a process holds stays near its peak instead of shrinking
-between steps (peak RSS 7.7 -> 8.1 GB there). No number changes: torch aligns every tensor to 64 bytes
-either way, and the weights after three steps were identical to the bit in float32 and bfloat16.
+pages in and zeroed them: 2.0-2.5 s of system time per step (of 18-20 CPU seconds). With the mmap and
+trim thresholds at their largest (2 GiB - 1; `mallopt` takes an int) such blocks come from the heap
+and are reused after free: 14 k-27 k faults and under 0.1 s of system time per step; the bfloat16
+step 9.79 -> 8.56 s, a float32 step with activation checkpointing 44.2 -> 22.5 s (docs/performance.md).
+The price: a process holds what it freed, and its peak rose by 0.8-2.9 GB at the TVR shape. No number
+changes: torch aligns every tensor to 64 bytes either way; weights after three steps (float32 and
+bfloat16), a pretraining and the demo's tables were identical to the bit.
 
 Every Snakemake step (`prvr.pipeline.run_step`), the CLI and the benchmarks call it once at start.
 `PRVR_KEEP_FREED_MEMORY=0` in the environment leaves glibc's defaults (for a node where many processes
